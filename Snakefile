@@ -1,0 +1,23 @@
+"""LEOD self-training loop. Thin: configuration, validation, rule files, default target."""
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "workflow_config/config.yaml"
+
+
+validate(config, "workflow_config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/pseudo.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        default_targets(config),
+    default_target: True

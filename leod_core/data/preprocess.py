@@ -1,0 +1,255 @@
+"""Raw events + Prophesee boxes → RVT's preprocessed layout, exactly as RVT's ``preprocess_dataset.py``.
+
+Per sequence: filter the boxes (per split), choose the label frames (the first label at or after
+``align_t_us``, then every label a whole number of label periods later, ±``label_jitter_us``), build the
+representation end timestamps (every ``repr_step_us`` back from the first label frame, then
+``reprs_per_label_period`` per label period between label frames), and write one stacked histogram of the
+``repr_window_us`` before each end timestamp. See ``reference/rvt.md`` §1.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from leod_core.data import formats
+from leod_core.data.atomic import write_text_atomic
+from leod_core.data.formats import FormatError, SequenceLabels, SequencePaths
+from leod_core.data.representation import downsample_by_2_nearest, stacked_histogram
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_BBOX_SUFFIX = "_bbox.npy"
+
+
+@dataclass(frozen=True)
+class BoxFilterConfig:
+    """RVT's label filters (``conf_preprocess/filter_gen{1,4}.yaml``); sizes in sensor pixels."""
+
+    apply_prophesee_filter: bool = True   # diag >= min_box_diag and both sides >= min_box_side
+    min_box_diag: float = 30.0            # gen1 30, gen4 60
+    min_box_side: float = 10.0            # gen1 10, gen4 20
+    conservative_min_side: float = 5.0    # used instead of the Prophesee filter when it is off
+    apply_huge_box_filter: bool = True    # train split only: drop boxes wider than the fraction below
+    huge_box_max_width_frac: float = 0.9
+    max_class_id: int | None = None       # gen4 keeps classes 0..2 (pedestrian, two-wheeler, car)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Preprocessing settings; defaults are RVT's for Gen1 (stacked histogram, dt 50 ms, 10 bins)."""
+
+    default_height: int = 240             # sensor size when the raw file stores none (gen1 240x304)
+    default_width: int = 304
+    gen4_style_names: bool = False        # raw events named {seq}_td.h5 (gen4) instead of {seq}_td.dat.h5
+    label_period_us: int | None = 250_000  # gen1 4 Hz; None derives it from the label rate as for gen4
+    align_t_us: int = 100_000             # labels before this time are dropped
+    label_jitter_us: int = 2_000
+    repr_step_us: int = 50_000            # spacing of representations before the first label frame
+    reprs_per_label_period: int = 2       # RVT's ts_step_frame_ms // ts_step_ev_repr_ms = 100 // 50
+    repr_window_us: int = 50_000          # each representation covers (end - window, end]
+    nbins: int = 10
+    count_cutoff: int = 10
+    downsample_by_2: bool = False         # gen4: write event_representations_ds2_nearest.h5 at half size
+    box_filter: BoxFilterConfig = field(default_factory=BoxFilterConfig)
+
+
+PRESETS: dict[str, PreprocessConfig] = {
+    "gen1": PreprocessConfig(),
+    "gen4": PreprocessConfig(
+        default_height=720, default_width=1280, gen4_style_names=True, label_period_us=None,
+        downsample_by_2=True,
+        box_filter=BoxFilterConfig(apply_prophesee_filter=False, min_box_diag=60.0, min_box_side=20.0,
+                                   max_class_id=2)),
+    "synth": PreprocessConfig(
+        default_height=64, default_width=96,
+        box_filter=BoxFilterConfig(apply_prophesee_filter=False)),
+}
+
+
+class NoLabelsError(Exception):
+    """No label frame is left after filtering; RVT drops such a sequence."""
+
+
+def filter_boxes(boxes: np.ndarray, split: str, height: int, width: int, cfg: BoxFilterConfig) -> np.ndarray:
+    """Apply RVT's filters (class, crop to the field of view, size, huge boxes on train), in RVT's order.
+
+    Cropping clips box corners to [0, W-1] × [0, H-1] in float32 and drops boxes left with zero size.
+    """
+    boxes = boxes.copy()
+    if cfg.max_class_id is not None:
+        boxes = boxes[boxes["class_id"] <= cfg.max_class_id]
+    x0, y0 = np.clip(boxes["x"], 0, width - 1), np.clip(boxes["y"], 0, height - 1)
+    x1 = np.clip(boxes["x"] + boxes["w"], 0, width - 1)
+    y1 = np.clip(boxes["y"] + boxes["h"], 0, height - 1)
+    boxes["x"], boxes["y"], boxes["w"], boxes["h"] = x0, y0, x1 - x0, y1 - y0
+    boxes = boxes[(boxes["w"] > 0) & (boxes["h"] > 0)]
+    w, h = boxes["w"], boxes["h"]
+    if cfg.apply_prophesee_filter:
+        keep = (w ** 2 + h ** 2 >= cfg.min_box_diag ** 2) & (w >= cfg.min_box_side) & (h >= cfg.min_box_side)
+    else:
+        keep = (w >= cfg.conservative_min_side) & (h >= cfg.conservative_min_side)
+    boxes = boxes[keep]
+    if split == "train" and cfg.apply_huge_box_filter:
+        boxes = boxes[boxes["w"] <= math.floor(cfg.huge_box_max_width_frac * width + 1e-9)]
+    return boxes
+
+
+def derive_label_period_us(unique_ts_us: np.ndarray, path: Path) -> int:
+    """Gen4 rule: labels at 30 or 60 Hz; the base period is 3 (30 Hz) or 6 (60 Hz) label intervals."""
+    median_diff = float(np.median(np.diff(unique_ts_us)))
+    hz = int(np.rint(1e6 / median_diff))
+    if hz not in (30, 60):
+        raise FormatError(path, f"label rate is {hz} Hz; deriving the label period needs 30 or 60 Hz")
+    return int((6 if hz == 60 else 3) * median_diff)
+
+
+def select_label_frames(unique_ts_us: np.ndarray, period_us: int, cfg: PreprocessConfig) -> tuple[np.ndarray, list[int]]:
+    """Label frame times (int64 [F]) and the number of representations between consecutive ones."""
+    first = int(np.searchsorted(unique_ts_us, cfg.align_t_us, side="left"))
+    if first == len(unique_ts_us):
+        raise NoLabelsError
+    frames, reprs_between = [int(unique_ts_us[first])], []
+    for ts in unique_ts_us[first + 1:]:
+        diff = int(ts) - frames[-1]
+        periods = round(diff / period_us)
+        if periods > 0 and abs(diff - periods * period_us) <= cfg.label_jitter_us:
+            frames.append(int(ts))
+            reprs_between.append(periods * cfg.reprs_per_label_period)
+    return np.asarray(frames, dtype=np.int64), reprs_between
+
+
+def repr_timestamps(frames_us: np.ndarray, reprs_between: list[int], step_us: int) -> np.ndarray:
+    """Representation end times (int64 [T]): ``step_us`` apart up to the first frame (time 0 and the
+    earliest step excluded, as RVT), then ``linspace`` between consecutive label frames."""
+    before_first = list(range(int(frames_us[0]), 0, -step_us))[::-1][1:-1]
+    ts = list(before_first)
+    for i, (num, start, end) in enumerate(zip(reprs_between, frames_us[:-1], frames_us[1:])):
+        edges = np.linspace(start, end, num + 1).astype(np.int64).tolist()
+        ts.extend(edges if i == len(reprs_between) - 1 else edges[:-1])
+    if len(frames_us) == 1:
+        ts.append(int(frames_us[0]))
+    return np.asarray(ts, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SequencePlan:
+    """What preprocessing writes for one sequence, before the event representations are computed."""
+
+    labels: SequenceLabels
+    label_timestamps_us: np.ndarray      # int64 [F]
+    repr_timestamps_us: np.ndarray       # int64 [T]
+    objframe_idx_2_repr_idx: np.ndarray  # int64 [F]
+
+
+def plan_sequence(boxes: np.ndarray, split: str, height: int, width: int, cfg: PreprocessConfig,
+                  path: Path) -> SequencePlan:
+    """Filter boxes and compute label frames, representation timestamps and the frame → repr index map."""
+    boxes = filter_boxes(boxes, split, height, width, cfg.box_filter)
+    if len(boxes) == 0:
+        raise NoLabelsError
+    unique_ts = np.unique(boxes["t"].astype(np.int64))
+    period = cfg.label_period_us or derive_label_period_us(unique_ts, path)
+    frames_us, reprs_between = select_label_frames(unique_ts, period, cfg)
+    box_t = boxes["t"].astype(np.int64)
+    starts = np.searchsorted(box_t, frames_us, side="left")
+    ends = np.searchsorted(box_t, frames_us, side="right")
+    labels = SequenceLabels.from_frames([boxes[s:e] for s, e in zip(starts, ends)])
+    repr_ts = repr_timestamps(frames_us, reprs_between, cfg.repr_step_us)
+    frame_2_repr = np.searchsorted(repr_ts, frames_us, side="left").astype(np.int64)
+    if not np.array_equal(repr_ts[frame_2_repr], frames_us):
+        raise FormatError(path, "label frames do not coincide with representation timestamps")
+    return SequencePlan(labels, frames_us, repr_ts, frame_2_repr)
+
+
+def write_event_representations(events: formats.RawEvents, repr_ts: np.ndarray, out_file: Path,
+                                cfg: PreprocessConfig) -> None:
+    """Write one stacked histogram per end timestamp in ``repr_ts`` (events in (end - window, end])."""
+    stops = np.searchsorted(events.t, repr_ts, side="right")
+    starts = np.searchsorted(events.t, repr_ts - cfg.repr_window_us, side="left")
+    height, width = events.height, events.width
+    out_hw = (height // 2, width // 2) if cfg.downsample_by_2 else (height, width)
+    with formats.EventReprWriter(out_file, 2 * cfg.nbins, *out_hw) as writer:
+        for start, stop in zip(starts, stops):
+            window = slice(start, stop)
+            frame = stacked_histogram(events.x[window], events.y[window], events.p[window], events.t[window],
+                                      height, width, cfg.nbins, cfg.count_cutoff)
+            if cfg.downsample_by_2:
+                frame = downsample_by_2_nearest(frame)
+            writer.append(frame[None])
+
+
+def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, split: str,
+                        cfg: PreprocessConfig) -> str:
+    """Preprocess one raw sequence into ``out_dir`` (``{root}/{split}/{seq}``); returns a status word.
+
+    The HDF5 file is written last, so its presence marks a complete sequence; complete sequences are skipped.
+    """
+    paths = SequencePaths(out_dir)
+    h5_file = paths.ev_repr_file(cfg.downsample_by_2)
+    if h5_file.is_file() and paths.labels.is_file():
+        return "skipped"
+    boxes = formats.read_raw_boxes(boxes_file)
+    events = formats.read_raw_events(events_file, (cfg.default_height, cfg.default_width))
+    try:
+        plan = plan_sequence(boxes, split, events.height, events.width, cfg, boxes_file)
+    except NoLabelsError:
+        log.warning("%s: no labels left after filtering; sequence not written", boxes_file)
+        return "no-labels"
+    formats.write_labels(paths.labels, plan.labels)
+    formats.write_npy(paths.label_timestamps, plan.label_timestamps_us)
+    formats.write_npy(paths.objframe_idx_2_repr_idx, plan.objframe_idx_2_repr_idx)
+    formats.write_npy(paths.repr_timestamps, plan.repr_timestamps_us)
+    write_event_representations(events, plan.repr_timestamps_us, h5_file, cfg)
+    return "written"
+
+
+def find_raw_sequences(raw_dir: Path, cfg: PreprocessConfig) -> list[tuple[str, str, Path, Path]]:
+    """(split, seq, events file, boxes file) for every ``{split}/{seq}_bbox.npy`` under ``raw_dir``."""
+    found = []
+    for split in SPLITS:
+        split_dir = raw_dir / split
+        if not split_dir.is_dir():
+            raise FormatError(split_dir, "raw split directory is missing")
+        for boxes_file in sorted(split_dir.glob(f"*{_BBOX_SUFFIX}")):
+            seq = boxes_file.name[: -len(_BBOX_SUFFIX)]
+            events_file, _ = formats.raw_paths(split_dir, seq, cfg.gen4_style_names)
+            if not events_file.is_file():
+                raise FormatError(events_file, f"raw events of {boxes_file.name} are missing")
+            found.append((split, seq, events_file, boxes_file))
+    if not found:
+        raise FormatError(raw_dir, f"no raw sequences (*{_BBOX_SUFFIX}) found")
+    return found
+
+
+def preprocess_dataset(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, workers: int = 1,
+                       progress: bool = True) -> dict:
+    """Preprocess every raw sequence of ``raw_dir`` into ``out_dir`` (parallel over sequences).
+
+    Writes ``out_dir/preprocess_summary.json`` last (sequence counts per split and status, the config).
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    jobs = find_raw_sequences(raw_dir, cfg)
+    args = [(ev, bx, out_dir / split / seq, split, cfg) for split, seq, ev, bx in jobs]
+    log.info("preprocessing %d sequences from %s into %s with %d worker(s)", len(jobs), raw_dir, out_dir, workers)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            statuses = list(tqdm(pool.map(preprocess_sequence, *zip(*args)), total=len(args),
+                                 desc="preprocess", unit="seq", disable=not progress))
+    else:
+        statuses = [preprocess_sequence(*a) for a in tqdm(args, desc="preprocess", unit="seq", disable=not progress)]
+    summary: dict = {"splits": {}, "config": dataclasses.asdict(cfg)}
+    for (split, seq, _, _), status in zip(jobs, statuses):
+        summary["splits"].setdefault(split, {}).setdefault(status, []).append(seq)
+    write_text_atomic(out_dir / "preprocess_summary.json", json.dumps(summary, indent=2, sort_keys=True))
+    for split, by_status in summary["splits"].items():
+        log.info("%s: %s", split, ", ".join(f"{len(v)} {k}" for k, v in sorted(by_status.items())))
+    return summary

@@ -1,0 +1,1 @@
+"""evaluate stage: filled by a later issue (see issues)."""

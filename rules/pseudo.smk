@@ -1,0 +1,1 @@
+"""pseudo stage: filled by a later issue (see issues)."""

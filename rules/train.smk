@@ -1,0 +1,1 @@
+"""train stage: filled by a later issue (see issues)."""
