@@ -27,3 +27,12 @@ def test_readme_starts_with_run_and_test_commands_and_ci_runs_the_test_command()
     assert test_cmd.endswith("python -m pytest")
     ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
     assert test_cmd in ci_lines
+
+
+def test_split_rejects_a_bad_ratio_naming_it(tmp_path, caplog):
+    from leod_core.cli import main
+    for bad, message in (("abc", "ratio 'abc' is not a number"), ("1.5", "ratio '1.5' is not in (0, 1]"),
+                         ("0", "ratio '0' is not in (0, 1]")):
+        assert main(["split", "--data", str(tmp_path), "--setting", "wsod", "--ratio", bad,
+                     "--sequence-length", "5", "--out", str(tmp_path / "s.json")]) == 1
+        assert message in caplog.text

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
 
+SPLITS = ("train", "val", "test")
 EV_REPR_NAME = "stacked_histogram_dt=50_nbins=10"
 EV_REPR_CHANNELS = 20
 IGNORE_CLASS_ID = 1024
@@ -74,6 +75,14 @@ class FormatError(ValueError):
         super().__init__(f"{path}: {problem}")
         self.path = Path(path)
         self.problem = problem
+
+
+def zero_padded_copy(array: np.ndarray) -> np.ndarray:
+    """Copy of a structured array with its padding bytes zeroed, so equal boxes give identical files."""
+    out = np.zeros(array.shape, dtype=array.dtype)
+    for name in array.dtype.names:
+        out[name] = array[name]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -234,7 +243,7 @@ def write_labels(path: PathLike, seq_labels: SequenceLabels) -> None:
     """Validate and save ``labels.npz`` atomically (uncompressed, as RVT's ``np.savez``)."""
     seq_labels.validate(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, labels=seq_labels.labels, objframe_idx_2_label_idx=seq_labels.objframe_idx_2_label_idx)
+        np.savez(f, labels=zero_padded_copy(seq_labels.labels), objframe_idx_2_label_idx=seq_labels.objframe_idx_2_label_idx)
 
 
 # ------------------------------------------------------------------------------ event representations
@@ -399,4 +408,4 @@ def write_raw_boxes(path: PathLike, boxes: np.ndarray) -> None:
     """Write boxes in the Prophesee dtype atomically."""
     if not same_fields(boxes.dtype, PROPHESEE_BBOX_DTYPE):
         raise ValueError(f"{path}: boxes must have the Prophesee dtype, got {boxes.dtype}")
-    write_npy(path, boxes)
+    write_npy(path, zero_padded_copy(boxes))

@@ -21,12 +21,11 @@ from tqdm import tqdm
 
 from leod_core.data import formats
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.formats import FormatError, SequenceLabels, SequencePaths
+from leod_core.data.formats import SPLITS, FormatError, SequenceLabels, SequencePaths
 from leod_core.data.representation import downsample_by_2_nearest, stacked_histogram
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 _BBOX_SUFFIX = "_bbox.npy"
 
 

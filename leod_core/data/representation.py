@@ -1,10 +1,22 @@
 """RVT's stacked-histogram event representation, computed with NumPy (bit-identical to RVT's torch code)."""
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-#: RVT accumulates counts in uint8 ("fast mode"), so a pixel hit 256 times wraps to 0 before clipping.
-_UINT8_WRAP = 256
+@numba.njit(cache=True, nogil=True)
+def _accumulate(out: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray, nbins: int,
+                count_cutoff: int) -> None:
+    """Add events into ``out`` (uint8 [2, nbins, H, W], zeroed) in place, then clip to ``count_cutoff``."""
+    span = np.float32(max(t[-1] - t[0], 1))
+    for i in range(len(t)):
+        t_norm = np.float32(t[i] - t[0]) / span * np.float32(nbins)
+        time_bin = min(int(np.floor(t_norm)), nbins - 1)
+        out[p[i], time_bin, y[i], x[i]] += np.uint8(1)   # uint8 arithmetic wraps at 256 like RVT's
+    flat = out.ravel()
+    for i in range(flat.size):
+        if flat[i] > count_cutoff:
+            flat[i] = count_cutoff
 
 
 def stacked_histogram(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray, height: int, width: int,
@@ -13,18 +25,13 @@ def stacked_histogram(x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray
 
     ``x``, ``y`` (pixels), ``p`` (0/1) and ``t`` (µs, non-decreasing) are int64 [N]. The time bin of an
     event is ``floor((t - t_first) / max(t_last - t_first, 1) * nbins)``, clamped to ``nbins - 1`` and
-    evaluated in float32 as RVT does (torch divides int64 tensors into float32). Counts wrap modulo 256
-    (RVT's uint8 accumulation) and are then clipped to ``count_cutoff``.
+    evaluated in float32 as RVT does (torch divides int64 tensors into float32). Counts accumulate in uint8
+    and wrap at 256 (RVT's "fast mode"), then are clipped to ``count_cutoff``.
     """
-    num_cells = 2 * nbins * height * width
-    if len(t) == 0:
-        return np.zeros((2 * nbins, height, width), dtype=np.uint8)
-    span = max(int(t[-1] - t[0]), 1)
-    t_norm = (t - t[0]).astype(np.float32) / np.float32(span) * np.float32(nbins)
-    time_bin = np.minimum(np.floor(t_norm), nbins - 1).astype(np.int64)
-    index = x + width * y + height * width * time_bin + nbins * height * width * p
-    counts = np.bincount(index, minlength=num_cells) % _UINT8_WRAP
-    return np.minimum(counts, count_cutoff).astype(np.uint8).reshape(2 * nbins, height, width)
+    out = np.zeros((2, nbins, height, width), dtype=np.uint8)
+    if len(t):
+        _accumulate(out, x, y, p, t, nbins, count_cutoff)
+    return out.reshape(2 * nbins, height, width)
 
 
 def downsample_by_2_nearest(frames: np.ndarray) -> np.ndarray:

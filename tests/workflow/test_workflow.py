@@ -59,3 +59,24 @@ def test_config_typo_is_an_error_naming_the_key(workdir):
     result = dry_run(workdir)
     assert result.returncode != 0
     assert "sequence_lenght" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_data_stage_runs_end_to_end_on_a_shrunk_default(workdir):
+    cfg_path = workdir / "workflow_config/config.yaml"
+    config = yaml.safe_load(cfg_path.read_text())
+    config["datasets"]["synth"]["synth"].update(duration_s=2.0, num_train=3, num_val=1, num_test=1)
+    cfg_path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(["snakemake", "--cores", "2", "--directory", str(workdir), "--snakefile",
+                             str(REPO / "Snakefile"), "results/synth/ssod_0.5/split.json", "results/synth/wsod_0.1/split.json"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from leod_core.data.splits import read_split
+    wsod = read_split(workdir / "results/synth/wsod_0.1/split.json")
+    ssod = read_split(workdir / "results/synth/ssod_0.5/split.json")
+    assert wsod.num_sequences == ssod.num_sequences == 3
+    assert ssod.num_labeled_sequences == 2          # round(3 * 0.5) = 2, k = 1
+    assert all(frames for frames in wsod.labeled_frames.values())
+    for rule_log in ("raw/synth/synth.log", "data/synth/preprocess.log"):
+        assert (workdir / "logs" / rule_log).stat().st_size > 0
+    assert (workdir / "benchmarks/data/synth/preprocess.tsv").is_file()

@@ -1,0 +1,1 @@
+"""leod_core.pseudo"""
