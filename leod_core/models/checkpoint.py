@@ -1,0 +1,101 @@
+"""Checkpoint I/O compatible with RVT / LEOD Lightning checkpoints (``state_dict["mdl." + key]``).
+
+Files are read with ``torch.load(weights_only=True)`` (no pickled code runs) and written atomically.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Mapping, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from leod_core.data.atomic import atomic_path
+from leod_core.models.detector import RVTConfig, RVTDetector, build_detector
+
+MODEL_PREFIX = "mdl."
+CONFIG_KEY = "leod_model_config"
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A state dict does not fit a model; the message lists missing / unexpected keys and shape mismatches."""
+
+
+def _extract_state_dict(obj: Any, source: str) -> Dict[str, Tensor]:
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"{source}: not a checkpoint: expected a Lightning checkpoint with 'state_dict' "
+                         f"or a dict of tensors")
+    sd = {str(k): v for k, v in obj.items()}
+    if any(k.startswith(MODEL_PREFIX) for k in sd):
+        # Lightning module: the detector lives under `mdl.`; other entries are not the detector.
+        return {k[len(MODEL_PREFIX):]: v for k, v in sd.items() if k.startswith(MODEL_PREFIX)}
+    return sd
+
+
+def load_rvt_state_dict(path: str | os.PathLike) -> Dict[str, Tensor]:
+    """Read the detector weights of an RVT / LEOD / leod_core checkpoint.
+
+    Accepts a Lightning checkpoint (``{"state_dict": {"mdl.<key>": tensor, ...}, ...}``) or a bare state dict
+    with or without the ``mdl.`` prefix. When any key has the prefix, only those keys are returned (other
+    Lightning entries are not part of the detector), with the prefix removed. Tensors are on the CPU.
+    """
+    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    return _extract_state_dict(obj, os.fspath(path))
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> List[str]:
+    """Problems that would stop a strict load (empty when it fits): missing keys, unexpected keys, shape
+    mismatches, each as one line naming the key."""
+    expected = model.state_dict()
+    problems = [f"missing key: {k} (expected shape {tuple(v.shape)})" for k, v in expected.items()
+                if k not in state_dict]
+    problems += [f"unexpected key: {k} (shape {tuple(v.shape)})" for k, v in state_dict.items()
+                 if k not in expected]
+    problems += [f"shape mismatch: {k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+                 for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    return problems
+
+
+def load_into(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+    """Load ``state_dict`` into ``model`` with ``strict=True``.
+
+    Raises :class:`CheckpointMismatchError` listing every missing / unexpected key and shape mismatch.
+    """
+    problems = check_state_dict(model, state_dict)
+    if problems:
+        shown = problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else [])
+        raise CheckpointMismatchError(
+            f"checkpoint does not match the model ({len(problems)} problems):\n  " + "\n  ".join(shown))
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def save_model_checkpoint(path: str | os.PathLike, model: nn.Module, config: RVTConfig) -> None:
+    """Write ``{"state_dict": {"mdl." + k: v}, "leod_model_config": config.to_dict()}`` atomically.
+
+    The file loads with ``torch.load(weights_only=True)`` and, thanks to the ``mdl.`` prefix, with RVT's and
+    LEOD's own loaders as well as :func:`load_rvt_state_dict`.
+    """
+    state = {MODEL_PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    payload = {"state_dict": state, CONFIG_KEY: config.to_dict()}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model_checkpoint(path: str | os.PathLike, config: RVTConfig | None = None
+                          ) -> Tuple[RVTDetector, RVTConfig]:
+    """Build a detector from a checkpoint and load its weights (strict).
+
+    ``config`` is required for checkpoints without ``leod_model_config`` (RVT's / LEOD's own); when given
+    it takes precedence over the stored one.
+    """
+    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if config is None:
+        stored = obj.get(CONFIG_KEY) if isinstance(obj, Mapping) else None
+        if stored is None:
+            raise ValueError(f"{os.fspath(path)}: no '{CONFIG_KEY}' stored; pass the RVTConfig explicitly")
+        config = RVTConfig.from_dict(dict(stored))
+    model = build_detector(config)
+    load_into(model, _extract_state_dict(obj, os.fspath(path)))
+    return model, config

@@ -1,0 +1,113 @@
+"""Result tables and plots from a tree of metric files."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+
+from leod_core.data.formats import FormatError
+from leod_core.evaluation import plots
+from leod_core.evaluation.tables import (BASELINE_COLUMN, FULL_COLUMN, GAP_COLUMN, collect_results, paper_table,
+                                         write_tables, write_test_metrics)
+
+# experiment -> mAP (fraction) per round
+MAPS = {"wsod_0.01": [0.30, 0.36, 0.38], "wsod_0.02": [0.34, 0.39], "full_1": [0.46]}
+QUALITY = {("wsod_0.01", 1): (0.61, 0.42), ("wsod_0.01", 2): (0.66, 0.47), ("wsod_0.02", 1): (0.64, 0.45)}
+
+
+def make_tree(root: Path, dataset: str = "gen1") -> Path:
+    for exp, maps in MAPS.items():
+        for r, ap in enumerate(maps):
+            round_dir = root / dataset / exp / f"round{r}"
+            write_test_metrics(round_dir / "eval" / "test_metrics.json", {"AP": ap, "AP_50": ap + 0.2})
+            if (exp, r) in QUALITY:
+                p, rec = QUALITY[exp, r]
+                (round_dir / "pseudo").mkdir(parents=True)
+                (round_dir / "pseudo" / "quality.json").write_text(json.dumps(
+                    {"precision": {"0.25": p + 0.1, "0.5": p, "0.75": p - 0.2},
+                     "recall": {"0.25": rec + 0.1, "0.5": rec, "0.75": rec - 0.2}}))
+                (round_dir / "gate.json").write_text(json.dumps({"passed": True, "precision": p}))
+    (root / "tables").mkdir(exist_ok=True)  # unrelated folders are ignored
+    return root
+
+
+def test_collect_results_long_frame(tmp_path):
+    df = collect_results(make_tree(tmp_path))
+    assert len(df) == 6
+    assert df[["setting", "ratio", "round"]].values.tolist() == [
+        ["wsod", 0.01, 0], ["wsod", 0.01, 1], ["wsod", 0.01, 2], ["wsod", 0.02, 0], ["wsod", 0.02, 1],
+        ["full", 1.0, 0]]
+    row = df[(df["experiment"] == "wsod_0.01") & (df["round"] == 2)].iloc[0]
+    assert row["AP"] == pytest.approx(0.38) and row["AP_50"] == pytest.approx(0.58)
+    assert row["pl_precision@0.5"] == pytest.approx(0.66) and row["pl_recall@0.75"] == pytest.approx(0.27)
+    assert row["gate_passed"] is True or row["gate_passed"] == 1
+    assert math.isnan(df[(df["experiment"] == "wsod_0.01") & (df["round"] == 0)].iloc[0]["pl_precision@0.5"])
+
+
+def test_paper_table_rows_columns_numbers_and_missing_round(tmp_path):
+    table = paper_table(collect_results(make_tree(tmp_path)), "gen1")
+    assert list(table.columns) == ["setting", "ratio", "variant", BASELINE_COLUMN, "round 1", "round 2",
+                                   FULL_COLUMN, GAP_COLUMN]
+    assert table[["setting", "ratio"]].values.tolist() == [["wsod", 0.01], ["wsod", 0.02], ["full", 1.0]]
+    first, second, full = table.iloc[0], table.iloc[1], table.iloc[2]
+    assert [first[BASELINE_COLUMN], first["round 1"], first["round 2"]] == pytest.approx([30, 36, 38])
+    assert math.isnan(second["round 2"])  # missing, not zero
+    assert first[FULL_COLUMN] == pytest.approx(46) and second[FULL_COLUMN] == pytest.approx(46)
+    assert first[GAP_COLUMN] == pytest.approx(100 * (38 - 30) / (46 - 30))
+    assert second[GAP_COLUMN] == pytest.approx(100 * (39 - 34) / (46 - 34))
+    assert math.isnan(full[GAP_COLUMN]) and math.isnan(full["round 1"])
+
+
+def test_write_tables_csv_and_markdown(tmp_path):
+    df = collect_results(make_tree(tmp_path / "results"))
+    paths = write_tables(df, tmp_path / "results" / "tables")
+    assert sorted(p.name for p in paths) == ["gen1.csv", "gen1.md"]
+    csv = pd.read_csv(tmp_path / "results" / "tables" / "gen1.csv")
+    assert len(csv) == 3
+    assert math.isnan(csv.loc[1, "round 2"]) and csv.loc[1, "round 1"] == pytest.approx(39)
+    md = (tmp_path / "results" / "tables" / "gen1.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(lines) == 2 + 3
+    assert "| wsod" in lines[3] and "2%" in lines[3] and "–" in lines[3] and "0.0" not in lines[3]
+    assert "38.0" in lines[2] and "50.0" in lines[2]  # round 2 and gap closed of wsod 1 %
+    assert not list((tmp_path / "results" / "tables").glob(".*tmp*"))
+
+
+def test_missing_full_experiment_gives_missing_gap(tmp_path):
+    make_tree(tmp_path)
+    for f in (tmp_path / "gen1" / "full_1").rglob("*.json"):
+        f.unlink()
+    table = paper_table(collect_results(tmp_path), "gen1")
+    assert table[FULL_COLUMN].isna().all() and table[GAP_COLUMN].isna().all()
+
+
+def test_variant_and_bad_json(tmp_path):
+    make_tree(tmp_path)
+    write_test_metrics(tmp_path / "gen1" / "wsod_0.01+no-tta" / "round0" / "eval" / "test_metrics.json", {"AP": 0.2})
+    table = paper_table(collect_results(tmp_path), "gen1")
+    assert table["variant"].tolist() == ["", "no-tta", "", ""]
+    bad = tmp_path / "gen1" / "wsod_0.02" / "round1" / "eval" / "test_metrics.json"
+    bad.write_text("[1, 2")
+    with pytest.raises(FormatError, match="test_metrics.json"):
+        collect_results(tmp_path)
+
+
+def test_plots_exist_with_expected_pixel_size(tmp_path):
+    df = collect_results(make_tree(tmp_path / "results"))
+    paths = plots.write_plots(df, tmp_path / "plots")
+    assert sorted(p.name for p in paths) == ["gen1_map.png", "gen1_pseudo_quality.png"]
+    width, height = (round(s * plots.DPI) for s in plots.FIGSIZE_IN)
+    for path in paths:
+        image = matplotlib.image.imread(path)
+        assert image.shape[:2] == (height, width)
+
+
+def test_metrics_file_without_ap_is_an_error(tmp_path):
+    make_tree(tmp_path)
+    write_test_metrics(tmp_path / "gen1" / "ssod_0.05" / "round0" / "eval" / "test_metrics.json", {"AP_50": 0.5})
+    with pytest.raises(FormatError, match="'AP'"):
+        collect_results(tmp_path)
