@@ -6,14 +6,13 @@ imported inside the command so that ``leod --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import yaml
+from leod_core.config import load_yaml_mapping, replace_fields
 
 log = logging.getLogger("leod")
 
@@ -23,30 +22,6 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-def _replace_fields(base: Any, overrides: dict[str, Any], source: str) -> Any:
-    """Return dataclass ``base`` with ``overrides`` applied (nested dataclasses from nested dicts).
-
-    An unknown key raises ``ValueError`` naming it and ``source``.
-    """
-    fields = {f.name: f for f in dataclasses.fields(base)}
-    changes = {}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise ValueError(f"{source}: unknown setting '{key}' (known: {', '.join(sorted(fields))})")
-        current = getattr(base, key)
-        changes[key] = (_replace_fields(current, value, f"{source}.{key}")
-                        if dataclasses.is_dataclass(current) and isinstance(value, dict) else value)
-    return dataclasses.replace(base, **changes)
-
-
-def _load_yaml_mapping(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of settings")
-    return data
-
-
 # ------------------------------------------------------------------------------------------- commands
 def cmd_synth(args: argparse.Namespace) -> None:
     from leod_core.data.synth import SynthConfig, generate_dataset
@@ -54,7 +29,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in {
         "seed": args.seed, "height": args.height, "width": args.width, "duration_s": args.duration_s,
         "num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test}.items() if v is not None}
-    config = _replace_fields(SynthConfig(), overrides, "leod synth")
+    config = replace_fields(SynthConfig(), overrides, "leod synth")
     summary = generate_dataset(Path(args.out), config, workers=args.workers, progress=not args.no_progress)
     log.info("synthetic dataset written to %s: %s", args.out, json.dumps(summary))
 
@@ -64,7 +39,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
     config = PRESETS[args.preset]
     if args.config:
-        config = _replace_fields(config, _load_yaml_mapping(Path(args.config)), str(args.config))
+        config = replace_fields(config, load_yaml_mapping(Path(args.config)), str(args.config))
     preprocess_dataset(Path(args.raw), Path(args.out), config, workers=args.workers,
                        progress=not args.no_progress)
 
@@ -74,6 +49,45 @@ def cmd_split(args: argparse.Namespace) -> None:
 
     split = make_split(Path(args.data) / "train", args.setting, parse_ratio(args.ratio), args.sequence_length)
     write_split(Path(args.out), split)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from leod_core.models.train_job import job_from_mapping, run_train_job
+
+    overrides = load_yaml_mapping(Path(args.config)) if args.config else {}
+    job = job_from_mapping(overrides, args.config or "defaults")
+    flags = {
+        "model": {"size": args.size, "num_classes": args.num_classes},
+        "optim": {"max_steps": args.steps, "learning_rate": args.lr},
+        "data": {"batch_size": args.batch_size, "sequence_length": args.sequence_length,
+                 "num_workers": args.num_workers, "sampling": args.sampling},
+        "trainer": {"devices": args.devices, "accelerator": args.accelerator, "precision": args.precision,
+                    "checkpoint_every_n_steps": args.checkpoint_every, "progress_bar": not args.no_progress},
+        "seed": args.seed,
+    }
+    flags = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+             for k, v in flags.items() if v is not None}
+    job = replace_fields(job, flags, "leod train")
+    if args.pseudo_data:
+        if args.split:
+            raise ValueError("--split and --pseudo-data exclude each other: a pseudo dataset uses every frame")
+        run_train_job(job, Path(args.pseudo_data), Path(args.out), split=None, pseudo=True)
+    else:
+        if not (args.data and args.split):
+            raise ValueError("round 0 needs --data and --split (or --pseudo-data for a self-training round)")
+        run_train_job(job, Path(args.data), Path(args.out), split=Path(args.split), pseudo=False)
+
+
+def cmd_import_checkpoint(args: argparse.Namespace) -> None:
+    from leod_core.models.checkpoint import load_into, load_rvt_state_dict, save_model_checkpoint
+    from leod_core.models.detector import RVTConfig, build_detector
+
+    config = RVTConfig.for_size(args.size, args.num_classes, (args.height, args.width), args.partition_split_32)
+    model = build_detector(config)
+    load_into(model, load_rvt_state_dict(Path(args.checkpoint)))
+    save_model_checkpoint(Path(args.out), model, config)
+    log.info("imported %s as RVT-%s (%d classes, %dx%d) into %s", args.checkpoint, config.size,
+             config.num_classes, args.height, args.width, args.out)
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -113,12 +127,48 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_split)
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train RVT: round 0 on a label split, or a self-training round on pseudo labels")
+    p.add_argument("--data", help="preprocessed dataset (round 0)")
+    p.add_argument("--split", help="label split JSON of `leod split` (round 0)")
+    p.add_argument("--pseudo-data", help="pseudo-label dataset (rounds >= 1: soft anchor assignment)")
+    p.add_argument("--out", required=True, help="round directory: gets model.ckpt, train_state/, logs/")
+    p.add_argument("--config", help="YAML with model/loss/optim/data/trainer settings (LEOD defaults otherwise)")
+    p.add_argument("--size", help="RVT size: tiny, small, base")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--sequence-length", type=int)
+    p.add_argument("--sampling", choices=("random", "stream", "mixed"))
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--devices", type=int, help="devices of this job (DDP when > 1)")
+    p.add_argument("--accelerator", help="cpu, gpu or auto")
+    p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
+    p.add_argument("--checkpoint-every", type=int, help="steps between train_state/last.ckpt writes")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_train)
+
+
+def _add_import_checkpoint(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-checkpoint", help="convert a released RVT/LEOD checkpoint into ours (strict load)")
+    p.add_argument("--checkpoint", required=True, help="RVT or LEOD .ckpt (Lightning or bare state dict)")
+    p.add_argument("--out", required=True, help="model.ckpt to write")
+    p.add_argument("--size", required=True, help="tiny, small or base")
+    p.add_argument("--num-classes", type=int, default=2, help="gen1 2, gen4 3")
+    p.add_argument("--height", type=int, default=240, help="frame height the model sees (gen4: 360)")
+    p.add_argument("--width", type=int, default=304, help="frame width the model sees (gen4: 640)")
+    p.add_argument("--partition-split-32", type=int, default=1, help="gen1 1, gen4 2")
+    p.set_defaults(func=cmd_import_checkpoint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leod", description="LEOD label-efficient event-camera detection")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--no-progress", action="store_true", help="disable progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    adders: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_add_synth, _add_preprocess, _add_split)
+    adders: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+        _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint)
     for add in adders:
         add(sub)
     return parser

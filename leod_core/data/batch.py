@@ -94,17 +94,21 @@ class Batch:
     def batch_size(self) -> int:
         return self.ev_repr.shape[1]
 
+    def _map_tensors(self, fn) -> "Batch":
+        def labels(seq: list[LabelSeq]) -> list[LabelSeq]:
+            return [[None if lab is None else fn(lab) for lab in step] for step in seq]
+        return Batch(ev_repr=fn(self.ev_repr), labels=labels(self.labels), skipped_labels=labels(self.skipped_labels),
+                     is_first_sample=fn(self.is_first_sample), is_padded_mask=fn(self.is_padded_mask),
+                     is_reversed=fn(self.is_reversed), sequences=list(self.sequences), repr_idx=fn(self.repr_idx),
+                     worker_id=self.worker_id, num_stream=self.num_stream, augmentation=list(self.augmentation))
+
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
         """A copy with every tensor (labels included) on ``device``."""
-        def move(seq: list[LabelSeq]) -> list[LabelSeq]:
-            return [[None if lab is None else lab.to(device, non_blocking=non_blocking) for lab in step]
-                    for step in seq]
-        return Batch(ev_repr=self.ev_repr.to(device, non_blocking=non_blocking), labels=move(self.labels),
-                     skipped_labels=move(self.skipped_labels),
-                     is_first_sample=self.is_first_sample.to(device), is_padded_mask=self.is_padded_mask.to(device),
-                     is_reversed=self.is_reversed.to(device), sequences=list(self.sequences),
-                     repr_idx=self.repr_idx.to(device), worker_id=self.worker_id, num_stream=self.num_stream,
-                     augmentation=list(self.augmentation))
+        return self._map_tensors(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Batch":
+        """A copy in pinned memory (called by ``DataLoader(pin_memory=True)``)."""
+        return self._map_tensors(lambda t: t.pin_memory())
 
 
 def collate_samples(samples: list[Sample], worker_id: int, stream: bool) -> Batch:

@@ -94,10 +94,9 @@ class ResumableDetectionModule(DetectionModule):
                            item.index)
 
     def training_step(self, item: TaggedBatch, batch_idx: int):
-        return super().training_step(item.batch, batch_idx)
-
-    def on_train_batch_end(self, outputs: Any, item: TaggedBatch, batch_idx: int) -> None:
+        # Set before the checkpoint callbacks of this step run (they precede the module's batch-end hook).
         self.loader_position.epoch, self.loader_position.batches = item.epoch, item.index + 1
+        return super().training_step(item.batch, batch_idx)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["leod_loader_position"] = {"epoch": self.loader_position.epoch,
@@ -129,9 +128,8 @@ class TrainerConfig:
 
 def build_trainer(out_dir: Path, max_steps: int, cfg: TrainerConfig) -> pl.Trainer:
     """A Trainer that writes ``out_dir/train_state/last.ckpt`` every ``checkpoint_every_n_steps`` and CSV logs."""
-    checkpointing = ModelCheckpoint(dirpath=out_dir / TRAIN_STATE_DIR, filename="step{step:07d}",
-                                    every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=1,
-                                    monitor="step", mode="max", save_last=True, auto_insert_metric_name=False)
+    checkpointing = ModelCheckpoint(dirpath=out_dir / TRAIN_STATE_DIR, every_n_train_steps=cfg.checkpoint_every_n_steps,
+                                    save_top_k=0, save_last=True)
     strategy = "ddp" if cfg.devices > 1 else "auto"
     return pl.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy, precision=cfg.precision,
@@ -143,17 +141,17 @@ def build_trainer(out_dir: Path, max_steps: int, cfg: TrainerConfig) -> pl.Train
 
 
 def fit(module: ResumableDetectionModule, loader: Any, seed: int, out_dir: Path, cfg: TrainerConfig) -> Path:
-    """Train ``module`` on ``loader`` (resuming from ``out_dir/train_state/last.ckpt`` if present) and write
+    """Train ``module`` (built after ``pl.seed_everything(seed)``) on ``loader`` (resuming from ``out_dir/train_state/last.ckpt`` if present) and write
     ``out_dir/model.ckpt`` atomically. Returns the path of ``model.ckpt``."""
     out_dir = Path(out_dir)
-    pl.seed_everything(seed, workers=True, verbose=False)
     trainer = build_trainer(out_dir, module.optim_config.max_steps, cfg)
     last = out_dir / TRAIN_STATE_DIR / LAST_CHECKPOINT
     resume = last if last.is_file() else None
     log.info("training %s for %d steps%s", module.model_config.size, module.optim_config.max_steps,
              f", resuming from {resume}" if resume else "")
     data = ResumableLoader(loader, loader_generators(loader), seed, module.loader_position)
-    trainer.fit(module, train_dataloaders=data, ckpt_path=resume)
+    trainer.fit(module, train_dataloaders=data, ckpt_path=resume, weights_only=True)
+    trainer.save_checkpoint(last)   # a rerun of a finished job resumes at max_steps and only rewrites model.ckpt
     model_path = out_dir / MODEL_CHECKPOINT
     if trainer.is_global_zero:
         save_model_checkpoint(model_path, module.mdl, module.model_config)

@@ -1,0 +1,96 @@
+"""One training run from typed settings: round 0 (hard assignment, label split) or a self-training round
+(soft assignment, every frame of a pseudo-label dataset). What ``leod train`` calls."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from leod_core.config import replace_fields
+from leod_core.data.augment import AugmentConfig
+from leod_core.data.formats import SequencePaths, open_event_repr
+from leod_core.data.loaders import build_train_loader
+from leod_core.models.detector import RVTConfig
+from leod_core.models.lightning_module import OptimConfig
+from leod_core.models.loss import LossConfig, expand_class_thresholds
+from leod_core.models.train import ResumableDetectionModule, TrainerConfig, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """RVT size preset plus field overrides (e.g. ``{"embed_dim": 16}`` for a CPU-sized model)."""
+
+    size: str = "small"
+    num_classes: int = 2
+    partition_split_32: int = 1          # gen1 1, gen4 2
+    overrides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training loader settings (LEOD gen1 defaults)."""
+
+    sampling: str = "mixed"              # random | stream | mixed
+    batch_size: int = 8
+    sequence_length: int = 21            # gen1 21, gen4 5 (10 for label-efficient pre-training)
+    num_workers: int = 0
+    w_stream: float = 1.0
+    w_random: float = 1.0
+    tflip_offset: int = -1               # gen1 -1, gen4 -2
+    downsample_by_2: bool = False        # gen4
+    augment: bool = True                 # LEOD's label-efficient augmentation (h-flip, zoom, time flip)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything one ``leod train`` run needs besides its paths."""
+
+    model: ModelChoice = field(default_factory=ModelChoice)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    soft_ignore_bbox_thresh: tuple[float, ...] = (0.7, 0.35)   # rnndet-soft, gen1 order [car, ped]
+    seed: int = 0
+
+
+def frame_hw(data_dir: Path, downsample_by_2: bool) -> tuple[int, int]:
+    """(height, width) of the representations of the first training sequence (what the model sees)."""
+    sequences = sorted(p for p in (Path(data_dir) / "train").iterdir() if p.is_dir())
+    if not sequences:
+        raise ValueError(f"{data_dir}/train has no sequences")
+    with open_event_repr(SequencePaths(sequences[0]).ev_repr_file(downsample_by_2)) as h5:
+        return tuple(int(v) for v in h5["data"].shape[2:])
+
+
+def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | None, pseudo: bool) -> Path:
+    """Train on ``data_dir`` (with the label ``split``, or every labeled frame when ``split`` is None) into
+    ``out_dir``; ``pseudo`` selects LEOD's soft anchor assignment. Returns ``out_dir/model.ckpt``."""
+    pl.seed_everything(job.seed, workers=True, verbose=False)
+    input_hw = frame_hw(data_dir, job.data.downsample_by_2)
+    model_config = RVTConfig.for_size(job.model.size, job.model.num_classes, input_hw,
+                                      job.model.partition_split_32, **job.model.overrides)
+    loss = job.loss
+    if pseudo and loss.ignore_bbox_thresh is None:
+        loss = dataclasses.replace(loss, ignore_bbox_thresh=tuple(
+            expand_class_thresholds(job.soft_ignore_bbox_thresh, job.model.num_classes)))
+    d = job.data
+    loader = build_train_loader(data_dir, split, d.sampling, d.batch_size, d.sequence_length, d.num_workers,
+                                AugmentConfig() if d.augment else None, d.w_stream, d.w_random,
+                                d.downsample_by_2, d.tflip_offset, job.seed)
+    log.info("%s assignment, model %s at %dx%d, %d steps, batch %d x L=%d (%s)",
+             "soft" if loss.ignore_bbox_thresh else "hard", model_config.size, *input_hw,
+             job.optim.max_steps, d.batch_size, d.sequence_length, d.sampling)
+    module = ResumableDetectionModule(model_config, loss, job.optim)
+    return fit(module, loader, job.seed, Path(out_dir), job.trainer)
+
+
+def job_from_mapping(overrides: dict[str, Any], source: str) -> TrainJob:
+    """A :class:`TrainJob` from LEOD defaults overridden by a nested mapping (YAML ``--config``)."""
+    return replace_fields(TrainJob(), overrides, source)
