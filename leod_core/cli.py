@@ -90,6 +90,17 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> None:
              config.num_classes, args.height, args.width, args.out)
 
 
+def cmd_tables(args: argparse.Namespace) -> None:
+    from leod_core.evaluation.plots import write_plots
+    from leod_core.evaluation.tables import collect_results, write_tables
+
+    results = collect_results(Path(args.results))
+    if results.empty:
+        raise ValueError(f"{args.results}: no round*/eval/test_metrics.json found")
+    written = write_tables(results, Path(args.out)) + write_plots(results, Path(args.plots))
+    log.info("wrote %s", ", ".join(str(p) for p in written))
+
+
 # --------------------------------------------------------------------------------------------- parser
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate a synthetic event-camera dataset in RVT's raw layout")
@@ -162,13 +173,21 @@ def _add_import_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_import_checkpoint)
 
 
+def _add_tables(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tables", help="paper-style tables (Markdown, CSV) and plots from every evaluated round")
+    p.add_argument("--results", default="results", help="results directory to scan")
+    p.add_argument("--out", default="results/tables", help="directory for {dataset}.md / .csv")
+    p.add_argument("--plots", default="results/plots", help="directory for the PNG plots")
+    p.set_defaults(func=cmd_tables)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leod", description="LEOD label-efficient event-camera detection")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     parser.add_argument("--no-progress", action="store_true", help="disable progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-        _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint)
+        _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint, _add_tables)
     for add in adders:
         add(sub)
     return parser

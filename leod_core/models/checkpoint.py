@@ -17,7 +17,7 @@ MODEL_PREFIX = "mdl."
 CONFIG_KEY = "leod_model_config"
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(ValueError):
     """A state dict does not fit a model; the message lists missing / unexpected keys and shape mismatches."""
 
 

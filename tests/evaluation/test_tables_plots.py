@@ -111,3 +111,15 @@ def test_metrics_file_without_ap_is_an_error(tmp_path):
     write_test_metrics(tmp_path / "gen1" / "ssod_0.05" / "round0" / "eval" / "test_metrics.json", {"AP_50": 0.5})
     with pytest.raises(FormatError, match="'AP'"):
         collect_results(tmp_path)
+
+
+def test_leod_tables_cli(tmp_path, caplog):
+    from leod_core.cli import main
+    results = make_tree(tmp_path / "results")
+    assert main(["tables", "--results", str(results), "--out", str(tmp_path / "tables"),
+                 "--plots", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "tables/gen1.md").is_file() and (tmp_path / "tables/gen1.csv").is_file()
+    assert (tmp_path / "plots/gen1_map.png").is_file()
+    assert main(["tables", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "t2"),
+                 "--plots", str(tmp_path / "p2")]) == 1
+    assert "no round*/eval/test_metrics.json found" in caplog.text

@@ -98,3 +98,18 @@ def test_save_and_reload_round_trip(tmp_path: Path) -> None:
     load_into(fresh, load_rvt_state_dict(path))
     for k, v in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
+
+
+def test_leod_import_checkpoint_cli(tmp_path: Path, rvt_sd, caplog) -> None:
+    from leod_core.cli import main
+    released = tmp_path / "rvt-s-gen1x0.01_ss-final.ckpt"
+    torch.save({"state_dict": {"mdl." + k: v for k, v in rvt_sd.items()}, "global_step": 150_000}, released)
+    ours = tmp_path / "model.ckpt"
+    assert main(["import-checkpoint", "--checkpoint", str(released), "--out", str(ours), "--size", "small"]) == 0
+    model, config = load_model_checkpoint(ours)
+    assert (config.size, config.num_classes, config.input_hw) == ("small", 2, (240, 304))
+    for key, value in rvt_sd.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert main(["import-checkpoint", "--checkpoint", str(released), "--out", str(tmp_path / "b.ckpt"),
+                 "--size", "base"]) == 1
+    assert "backbone.stages.0.downsample_cf2cl.conv.weight" in caplog.text
