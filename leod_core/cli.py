@@ -90,6 +90,41 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> None:
              config.num_classes, args.height, args.width, args.out)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from leod_core.evaluation.evaluate import evaluate_checkpoint, format_summary
+    from leod_core.evaluation.detection import CAMERAS
+    from leod_core.models.inference import InferenceConfig
+
+    cfg = InferenceConfig(batch_size=args.batch_size, sequence_length=args.sequence_length,
+                          confidence_threshold=args.confidence, nms_threshold=args.nms,
+                          autocast_dtype=args.autocast, downsampled_by_2=args.downsampled_by_2)
+    result = evaluate_checkpoint(Path(args.checkpoint), Path(args.data), out=Path(args.out), camera=args.camera,
+                                 split=args.split, cfg=cfg, device=args.device, backend=args.backend,
+                                 progress=not args.no_progress)
+    log.info("%s", format_summary(result, CAMERAS[args.camera].classes))
+
+
+def cmd_visualize(args: argparse.Namespace) -> None:
+    from leod_core.evaluation.detection import CAMERAS
+    from leod_core.evaluation.video import render_sequence_video
+    from leod_core.models.checkpoint import load_model_checkpoint
+    from leod_core.models.inference import InferenceConfig, iter_sequence_predictions, predictions_to_prophesee
+
+    model, _ = load_model_checkpoint(Path(args.checkpoint))
+    model = model.to(args.device).eval()
+    cfg = InferenceConfig(batch_size=1, sequence_length=args.sequence_length, confidence_threshold=args.score_threshold,
+                          downsampled_by_2=args.downsampled_by_2, start_from_zero=True, clamp_to_frame=True)
+    (preds,) = iter_sequence_predictions(model, Path(args.data), args.split, cfg, device=args.device,
+                                         sequences=[args.sequence], frames="all", progress=not args.no_progress)
+    per_repr = {int(r): predictions_to_prophesee([det], [t])
+                for r, t, det in zip(preds.repr_idx, preds.timestamps_us, preds.detections)}
+    written = render_sequence_video(Path(args.data) / args.split / args.sequence, Path(args.out), per_repr,
+                                    CAMERAS[args.camera].classes, fps=args.fps, downsampled_by_2=args.downsampled_by_2,
+                                    max_frames=args.max_frames, score_threshold=args.score_threshold,
+                                    format=args.format, scale=args.scale, progress=not args.no_progress)
+    log.info("wrote %s", written)
+
+
 def cmd_tables(args: argparse.Namespace) -> None:
     from leod_core.evaluation.plots import write_plots
     from leod_core.evaluation.tables import collect_results, write_tables
@@ -173,6 +208,45 @@ def _add_import_checkpoint(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_import_checkpoint)
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="Prophesee-protocol COCO mAP of a checkpoint on whole sequences")
+    p.add_argument("--checkpoint", required=True, help="model.ckpt (ours, or imported)")
+    p.add_argument("--data", required=True, help="preprocessed dataset")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--out", required=True, help="metrics JSON to write")
+    p.add_argument("--camera", default="gen1", choices=("gen1", "gen4", "synth"),
+                   help="class names and box-size filters of the protocol")
+    p.add_argument("--downsampled-by-2", action="store_true", help="gen4 data at half resolution")
+    p.add_argument("--sequence-length", type=int, default=21, help="chunk length L (also the warm-up before "
+                                                                   "the first label, as RVT)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences streamed side by side")
+    p.add_argument("--confidence", type=float, default=0.001, help="postprocess score threshold (LEOD final: 0.001)")
+    p.add_argument("--nms", type=float, default=0.45, help="class-wise NMS IoU threshold")
+    p.add_argument("--autocast", choices=("bfloat16", "float16"), help="autocast dtype (default fp32)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster-coco-eval"))
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_visualize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("visualize", help="MP4 (or GIF) of a sequence's event frames with GT and predictions")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="preprocessed dataset")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--sequence", required=True, help="sequence directory name")
+    p.add_argument("--out", required=True, help="video path (.mp4, or .gif)")
+    p.add_argument("--camera", default="gen1", choices=("gen1", "gen4", "synth"), help="class names")
+    p.add_argument("--downsampled-by-2", action="store_true")
+    p.add_argument("--sequence-length", type=int, default=21)
+    p.add_argument("--score-threshold", type=float, default=0.1, help="LEOD's vis_pred.py uses 0.1")
+    p.add_argument("--fps", type=float, default=20.0, help="20 = real time at 50 ms per frame")
+    p.add_argument("--max-frames", type=int)
+    p.add_argument("--format", default="auto", choices=("auto", "mp4", "gif"))
+    p.add_argument("--scale", type=int, default=2, help="integer upscaling (LEOD uses 2)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_visualize)
+
+
 def _add_tables(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tables", help="paper-style tables (Markdown, CSV) and plots from every evaluated round")
     p.add_argument("--results", default="results", help="results directory to scan")
@@ -187,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="disable progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
-        _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint, _add_tables)
+        _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint, _add_evaluate,
+        _add_visualize, _add_tables)
     for add in adders:
         add(sub)
     return parser
