@@ -30,7 +30,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from leod_core.data.atomic import write_text_atomic

@@ -9,7 +9,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

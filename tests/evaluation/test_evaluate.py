@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from leod_core.data.formats import (PROPHESEE_BBOX_DTYPE, EventReprWriter, SequenceLabels, SequencePaths,
-                                    read_labels, read_objframe_idx_2_repr_idx, read_timestamps_us,
-                                    write_labels, write_npy)
+from builders import write_sequence
+from leod_core.data.formats import (PROPHESEE_BBOX_DTYPE, SequencePaths, read_labels,
+                                    read_objframe_idx_2_repr_idx, read_timestamps_us)
 from leod_core.evaluation import evaluate as ev
 from leod_core.evaluation.detection import METRIC_KEYS
 from leod_core.models.checkpoint import save_model_checkpoint
@@ -18,36 +18,6 @@ from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.models.inference import InferenceConfig, SequencePredictions
 
 HW = (64, 96)
-
-
-def write_sequence(root: Path, num_reprs: int, labeled: list[int], seed: int, hw=HW, ds2: bool = False,
-                   t0_us: int = 600_000, step_us: int = 50_000, boxes: list[np.ndarray] | None = None) -> None:
-    """Preprocessed sequence: random representations, two boxes per labeled representation (sensor pixels)."""
-    rng = np.random.default_rng(seed)
-    paths = SequencePaths(root)
-    paths.ev_repr_dir.mkdir(parents=True)
-    ts = t0_us + step_us * np.arange(num_reprs, dtype=np.int64)
-    with EventReprWriter(paths.ev_repr_file(ds2), 20, *hw) as w:
-        w.append(rng.integers(0, 11, size=(num_reprs, 20, *hw), dtype=np.uint8))
-    sensor_h, sensor_w = (2 * hw[0], 2 * hw[1]) if ds2 else hw
-    frames = []
-    for k, r in enumerate(labeled):
-        if boxes is not None:
-            b = boxes[k].copy()
-        else:
-            b = np.zeros(2, dtype=PROPHESEE_BBOX_DTYPE)
-            b["w"] = rng.uniform(0.3, 0.45, 2) * sensor_w
-            b["h"] = rng.uniform(0.4, 0.6, 2) * sensor_h
-            b["x"] = rng.uniform(0, 1, 2) * (sensor_w - 1 - b["w"])
-            b["y"] = rng.uniform(0, 1, 2) * (sensor_h - 1 - b["h"])
-            b["class_id"] = [0, 1]
-            b["class_confidence"] = 1.0
-        b["t"] = ts[r]
-        frames.append(b)
-    write_labels(paths.labels, SequenceLabels.from_frames(frames))
-    write_npy(paths.label_timestamps, ts[labeled])
-    write_npy(paths.objframe_idx_2_repr_idx, np.asarray(labeled, dtype=np.int64))
-    write_npy(paths.repr_timestamps, ts)
 
 
 SEQS = {"a": (9, [1, 3, 5, 8]), "b": (5, [0, 2, 4])}
@@ -183,7 +153,7 @@ def test_ground_truth_downsampled_by_2(tmp_path):
     b = np.zeros(2, dtype=PROPHESEE_BBOX_DTYPE)
     b[["x", "y", "w", "h", "class_id"]] = [(10.0, 20.0, 40.0, 30.0, 0), (150.0, 100.0, 60.0, 40.0, 1)]
     root = tmp_path / "test" / "s"
-    write_sequence(root, 3, [1], seed=0, hw=(64, 96), ds2=True, boxes=[b])  # sensor 128 x 192
+    write_sequence(root, 3, [1], seed=0, hw=(64, 96), ds2=True, t0_us=600_000, boxes=[b])  # sensor 128 x 192
     gt = ev.load_ground_truth(root, downsampled_by_2=True)
     # halved; the second box's corner (210, 140) is clamped to the sensor (191, 127), halved (95.5, 63.5)
     # and clamped to the half frame (95, 63)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from leod_core.data.formats import (PROPHESEE_BBOX_DTYPE, EventReprWriter, SequenceLabels, SequencePaths,
-                                    read_event_repr, write_labels, write_npy)
+from builders import write_sequence
+from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, SequencePaths, read_event_repr
 from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.models.inference import (InferenceConfig, SequencePredictions, clamp_detections,
                                         iter_sequence_predictions, predictions_to_prophesee,
@@ -17,36 +17,6 @@ from leod_core.models.postprocess import postprocess
 
 HW = (64, 96)
 CONF = 0.3
-
-
-def write_sequence(root: Path, num_reprs: int, labeled: list[int], seed: int, hw=HW, ds2: bool = False,
-                   t0_us: int = 50_000, step_us: int = 50_000, boxes_per_frame: int = 2) -> None:
-    """A preprocessed sequence with random representations and ``boxes_per_frame`` boxes per labeled repr.
-
-    Boxes are in sensor pixels (``2 * hw`` when ``ds2``: the HDF5 file is the half-size ``_ds2_nearest`` one).
-    """
-    rng = np.random.default_rng(seed)
-    paths = SequencePaths(root)
-    paths.ev_repr_dir.mkdir(parents=True)
-    ts = t0_us + step_us * np.arange(num_reprs, dtype=np.int64)
-    with EventReprWriter(paths.ev_repr_file(ds2), 20, *hw) as w:
-        w.append(rng.integers(0, 11, size=(num_reprs, 20, *hw), dtype=np.uint8))
-    sensor_h, sensor_w = (2 * hw[0], 2 * hw[1]) if ds2 else hw
-    frames = []
-    for r in labeled:
-        b = np.zeros(boxes_per_frame, dtype=PROPHESEE_BBOX_DTYPE)
-        b["t"] = ts[r]
-        b["w"] = rng.uniform(0.3, 0.45, boxes_per_frame) * sensor_w
-        b["h"] = rng.uniform(0.4, 0.6, boxes_per_frame) * sensor_h
-        b["x"] = rng.uniform(0, 1, boxes_per_frame) * (sensor_w - 1 - b["w"])
-        b["y"] = rng.uniform(0, 1, boxes_per_frame) * (sensor_h - 1 - b["h"])
-        b["class_id"] = np.arange(boxes_per_frame) % 2
-        b["class_confidence"] = 1.0
-        frames.append(b)
-    write_labels(paths.labels, SequenceLabels.from_frames(frames))
-    write_npy(paths.label_timestamps, ts[labeled])
-    write_npy(paths.objframe_idx_2_repr_idx, np.asarray(labeled, dtype=np.int64))
-    write_npy(paths.repr_timestamps, ts)
 
 
 SEQS = {"seq_long": (13, [2, 5, 8, 12]), "seq_short": (4, [0, 3]), "seq_mid": (8, [1, 4, 7])}

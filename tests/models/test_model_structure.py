@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from leod_core.models.detector import RVTConfig, build_detector, count_parameters
 from rvt_reference import parse_state_dict_file

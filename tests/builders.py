@@ -1,0 +1,48 @@
+"""Builders of small preprocessed sequences with known contents, shared by tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from leod_core.data.formats import (PROPHESEE_BBOX_DTYPE, EventReprWriter, SequenceLabels, SequencePaths,
+                                    write_labels, write_npy)
+
+
+def random_boxes(rng: np.random.Generator, count: int, sensor_hw: tuple[int, int]) -> np.ndarray:
+    """``count`` GT boxes (classes alternating 0, 1) inside a ``sensor_hw`` frame, 30-60 % of its size."""
+    sensor_h, sensor_w = sensor_hw
+    b = np.zeros(count, dtype=PROPHESEE_BBOX_DTYPE)
+    b["w"] = rng.uniform(0.3, 0.45, count) * sensor_w
+    b["h"] = rng.uniform(0.4, 0.6, count) * sensor_h
+    b["x"] = rng.uniform(0, 1, count) * (sensor_w - 1 - b["w"])
+    b["y"] = rng.uniform(0, 1, count) * (sensor_h - 1 - b["h"])
+    b["class_id"] = np.arange(count) % 2
+    b["class_confidence"] = 1.0
+    return b
+
+
+def write_sequence(root: Path, num_reprs: int, labeled: list[int], seed: int, hw: tuple[int, int] = (64, 96),
+                   ds2: bool = False, t0_us: int = 50_000, step_us: int = 50_000, boxes_per_frame: int = 2,
+                   boxes: list[np.ndarray] | None = None) -> None:
+    """A preprocessed sequence: random representations ``[num_reprs, 20, *hw]``, GT at the ``labeled``
+    representation indices (``boxes[k]`` for the k-th, else ``boxes_per_frame`` random boxes).
+
+    Boxes are in sensor pixels (``2 * hw`` when ``ds2``: the HDF5 file is the half-size ``_ds2_nearest`` one).
+    """
+    rng = np.random.default_rng(seed)
+    paths = SequencePaths(root)
+    paths.ev_repr_dir.mkdir(parents=True)
+    ts = t0_us + step_us * np.arange(num_reprs, dtype=np.int64)
+    with EventReprWriter(paths.ev_repr_file(ds2), 20, *hw) as writer:
+        writer.append(rng.integers(0, 11, size=(num_reprs, 20, *hw), dtype=np.uint8))
+    sensor_hw = (2 * hw[0], 2 * hw[1]) if ds2 else hw
+    frames = []
+    for k, r in enumerate(labeled):
+        b = boxes[k].copy() if boxes is not None else random_boxes(rng, boxes_per_frame, sensor_hw)
+        b["t"] = ts[r]
+        frames.append(b)
+    write_labels(paths.labels, SequenceLabels.from_frames(frames))
+    write_npy(paths.label_timestamps, ts[labeled])
+    write_npy(paths.objframe_idx_2_repr_idx, np.asarray(labeled, dtype=np.int64))
+    write_npy(paths.repr_timestamps, ts)
