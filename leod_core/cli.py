@@ -125,6 +125,17 @@ def cmd_visualize(args: argparse.Namespace) -> None:
     log.info("wrote %s", written)
 
 
+def cmd_label_quality(args: argparse.Namespace) -> None:
+    from leod_core.data.splits import read_split
+    from leod_core.pseudo.quality import QualityConfig, evaluate_pseudo_labels, write_quality
+
+    cfg = QualityConfig.for_dataset(args.camera, **({"min_track_len": args.min_track_len}
+                                                    if args.min_track_len is not None else {}))
+    result = evaluate_pseudo_labels(Path(args.pseudo_data), Path(args.data), read_split(Path(args.split)), cfg,
+                                    downsampled_by_2=args.downsampled_by_2)
+    write_quality(Path(args.out), result)
+
+
 def cmd_tables(args: argparse.Namespace) -> None:
     from leod_core.evaluation.plots import write_plots
     from leod_core.evaluation.tables import collect_results, write_tables
@@ -247,6 +258,18 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_visualize)
 
 
+def _add_label_quality(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("label-quality", help="precision/recall of pseudo labels on withheld-GT frames (LEOD val_dst)")
+    p.add_argument("--pseudo-data", required=True, help="pseudo-label dataset (merged)")
+    p.add_argument("--data", required=True, help="the original preprocessed dataset")
+    p.add_argument("--split", required=True, help="the label split the pseudo labels were made with")
+    p.add_argument("--out", required=True, help="quality JSON to write")
+    p.add_argument("--camera", default="gen1", choices=("gen1", "gen4"), help="class names and chunk length")
+    p.add_argument("--downsampled-by-2", action="store_true")
+    p.add_argument("--min-track-len", type=int, help="val_dst's tracking re-filter (LEOD 6; 0 = off)")
+    p.set_defaults(func=cmd_label_quality)
+
+
 def _add_tables(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tables", help="paper-style tables (Markdown, CSV) and plots from every evaluated round")
     p.add_argument("--results", default="results", help="results directory to scan")
@@ -262,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
         _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint, _add_evaluate,
-        _add_visualize, _add_tables)
+        _add_visualize, _add_label_quality, _add_tables)
     for add in adders:
         add(sub)
     return parser

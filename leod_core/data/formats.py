@@ -18,6 +18,7 @@ Every writer writes to a temporary name and renames.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import zipfile
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
 
 SPLITS = ("train", "val", "test")
+#: Class names by dataset, in class-id order (RVT's label maps; the synthetic camera mirrors Gen1).
+DATASET_CLASSES = {"gen1": ("car", "pedestrian"), "gen4": ("pedestrian", "two-wheeler", "car"),
+                   "synth": ("car", "pedestrian")}
 EV_REPR_NAME = "stacked_histogram_dt=50_nbins=10"
 EV_REPR_CHANNELS = 20
 IGNORE_CLASS_ID = 1024
@@ -239,11 +243,34 @@ def read_labels(path: PathLike, height: int | None = None, width: int | None = N
     return seq_labels
 
 
+#: Zip member timestamp of the .npz files we write (the zip format's epoch), so equal arrays give equal bytes.
+_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed ``.npz`` as ``np.savez`` writes it, with fixed member timestamps (deterministic bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, array in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE_TIME)
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def labels_npz_bytes(seq_labels: SequenceLabels) -> bytes:
+    """``labels.npz`` content of ``seq_labels`` (padding bytes zeroed, deterministic)."""
+    return npz_bytes({"labels": zero_padded_copy(seq_labels.labels),
+                      "objframe_idx_2_label_idx": np.ascontiguousarray(seq_labels.objframe_idx_2_label_idx,
+                                                                       dtype=np.int64)})
+
+
 def write_labels(path: PathLike, seq_labels: SequenceLabels) -> None:
-    """Validate and save ``labels.npz`` atomically (uncompressed, as RVT's ``np.savez``)."""
+    """Validate and save ``labels.npz`` atomically (uncompressed, readable as RVT's ``np.savez`` output)."""
     seq_labels.validate(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, labels=zero_padded_copy(seq_labels.labels), objframe_idx_2_label_idx=seq_labels.objframe_idx_2_label_idx)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(labels_npz_bytes(seq_labels))
 
 
 # ------------------------------------------------------------------------------ event representations

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from leod_core.data.formats import DATASET_CLASSES
 from leod_core.evaluation.coco_backends import PYCOCOTOOLS, CocoBackend, resolve_backend
 
 log = logging.getLogger(__name__)
@@ -45,11 +46,11 @@ class CameraSpec:
 
 #: Gen1 (304×240) and Gen4/1Mpx (1280×720); filter sizes from Prophesee's toolbox and the 1Mpx paper.
 CAMERAS = {
-    "gen1": CameraSpec(classes=("car", "pedestrian"), min_box_diag=30, min_box_side=10),
-    "gen4": CameraSpec(classes=("pedestrian", "two-wheeler", "car"), min_box_diag=60, min_box_side=20),
+    "gen1": CameraSpec(classes=DATASET_CLASSES["gen1"], min_box_diag=30, min_box_side=10),
+    "gen4": CameraSpec(classes=DATASET_CLASSES["gen4"], min_box_diag=60, min_box_side=20),
     # The synthetic camera (64x96 by default): the size limits of its preprocessing (side >= 5, no diagonal
     # limit beyond what that implies), so evaluation sees the boxes training sees.
-    "synth": CameraSpec(classes=("car", "pedestrian"), min_box_diag=0, min_box_side=5),
+    "synth": CameraSpec(classes=DATASET_CLASSES["synth"], min_box_diag=0, min_box_side=5),
 }
 #: Spatial factor of RVT's downsampled Gen4 data (``downsampled_by_2``): filter sizes are divided by it.
 DOWNSAMPLE_FACTOR = 2

@@ -67,7 +67,8 @@ from torch import Tensor
 
 from leod_core.data import label_tensors as lt
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.formats import IGNORE_CLASS_ID, FormatError, PathLike, SequencePaths, read_labels
+from leod_core.data.formats import (DATASET_CLASSES, IGNORE_CLASS_ID, FormatError, PathLike, SequencePaths,
+                                    read_labels)
 from leod_core.data.sequence import SequenceReader
 from leod_core.data.splits import LabelSplit
 from leod_core.pseudo.tracker import TrackerConfig, filter_and_inpaint
@@ -80,8 +81,6 @@ DEFAULT_SCORE_THRESH = 0.01
 #: ``val_dst.py``: ``sequence_length = 320 if dst_name == 'gen1' else 128``.
 SEQUENCE_LENGTH_GEN1 = 320
 SEQUENCE_LENGTH_GEN4 = 128
-#: Class names of LEOD's ``get_labelmap``.
-CLASS_NAMES = {"gen1": ("car", "pedestrian"), "gen4": ("pedestrian", "two-wheeler", "car")}
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ class QualityConfig:
     iou_thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     obj_thresh: tuple[float, ...] | float | None = None
     cls_thresh: tuple[float, ...] | float | None = None
-    class_names: tuple[str, ...] = CLASS_NAMES["gen1"]
+    class_names: tuple[str, ...] = DATASET_CLASSES["gen1"]
     min_track_len: int = 6
     sequence_length: int | None = None
 
@@ -132,11 +131,11 @@ class QualityConfig:
 
     @classmethod
     def for_dataset(cls, name: str, **overrides: Any) -> "QualityConfig":
-        """LEOD's settings for ``'gen1'`` or ``'gen4'`` (class names and chunk length)."""
-        if name not in CLASS_NAMES:
-            raise ValueError(f"unknown dataset {name!r}, expected one of {tuple(CLASS_NAMES)}")
-        length = SEQUENCE_LENGTH_GEN1 if name == "gen1" else SEQUENCE_LENGTH_GEN4
-        return cls(**{"class_names": CLASS_NAMES[name], "sequence_length": length, **overrides})
+        """LEOD's settings for ``'gen1'`` or ``'gen4'`` (class names and chunk length; ``'synth'`` as gen1)."""
+        if name not in DATASET_CLASSES:
+            raise ValueError(f"unknown dataset {name!r}, expected one of {tuple(DATASET_CLASSES)}")
+        length = SEQUENCE_LENGTH_GEN4 if name == "gen4" else SEQUENCE_LENGTH_GEN1
+        return cls(**{"class_names": DATASET_CLASSES[name], "sequence_length": length, **overrides})
 
     @property
     def num_classes(self) -> int:
