@@ -125,6 +125,35 @@ def cmd_visualize(args: argparse.Namespace) -> None:
     log.info("wrote %s", written)
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    from leod_core.pseudo.shard_job import pseudo_label_shard
+    from leod_core.pseudo.tracker import TrackerConfig
+    from leod_core.pseudo.tta import TTAConfig
+
+    overrides = load_yaml_mapping(Path(args.config)) if args.config else {}
+    unknown = set(overrides) - {"tta", "tracker"}
+    if unknown:
+        raise ValueError(f"{args.config}: unknown section(s) {sorted(unknown)} (known: tta, tracker)")
+    tta = replace_fields(TTAConfig.gen4() if args.camera == "gen4" else TTAConfig(), overrides.get("tta", {}),
+                         f"{args.config}:tta")
+    flags = {"batch_size": args.batch_size, "sequence_length": args.sequence_length, "autocast_dtype": args.autocast}
+    if args.no_tta:
+        flags.update(hflip=False, tflip=False)
+    tta = replace_fields(tta, {k: v for k, v in flags.items() if v is not None}, "leod pseudo-label")
+    tracker = replace_fields(TrackerConfig(), overrides.get("tracker", {}), f"{args.config}:tracker")
+    pseudo_label_shard(Path(args.checkpoint), Path(args.data), Path(args.split), Path(args.out), args.shard,
+                       args.num_shards, tta, tracker, device=args.device, progress=not args.no_progress)
+
+
+def cmd_merge_shards(args: argparse.Namespace) -> None:
+    from leod_core.pseudo.shards import merge_shards
+
+    summary = merge_shards([Path(d) for d in args.shards], Path(args.out), Path(args.data), args.num_shards,
+                           overwrite=args.overwrite)
+    log.info("merged %d shards into %s: %s", args.num_shards, args.out,
+             ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, (int, float))))
+
+
 def cmd_label_quality(args: argparse.Namespace) -> None:
     from leod_core.data.splits import read_split
     from leod_core.pseudo.quality import QualityConfig, evaluate_pseudo_labels, write_quality
@@ -258,13 +287,42 @@ def _add_visualize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_visualize)
 
 
+def _add_pseudo_label(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pseudo-label", help="pseudo-label one shard of the training sequences (4-view TTA + tracker)")
+    p.add_argument("--checkpoint", required=True, help="model.ckpt of the previous round")
+    p.add_argument("--data", required=True, help="the original preprocessed dataset")
+    p.add_argument("--split", required=True, help="label split JSON (its kept GT passes through unchanged)")
+    p.add_argument("--out", required=True, help="shard directory (gets train/<seq> and shard.json)")
+    p.add_argument("--shard", type=int, default=0, help="this job's shard index K")
+    p.add_argument("--num-shards", type=int, default=1, help="number of shards N")
+    p.add_argument("--camera", default="gen1", choices=("gen1", "gen4", "synth"),
+                   help="gen4: time-flip offset -2, x2-downsampled input, L=10")
+    p.add_argument("--config", help="YAML with `tta` and `tracker` sections overriding LEOD's defaults")
+    p.add_argument("--batch-size", type=int, help="sequences per batch (x4 views)")
+    p.add_argument("--sequence-length", type=int, help="stream chunk length L (LEOD: the dataset's)")
+    p.add_argument("--autocast", choices=("bfloat16", "float16"))
+    p.add_argument("--no-tta", action="store_true", help="identity view only (ablation)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_pseudo_label)
+
+
+def _add_merge_shards(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge-shards", help="assemble the pseudo dataset from complete shards (RVT layout)")
+    p.add_argument("--shards", nargs="+", required=True, help="shard directories 0..N-1")
+    p.add_argument("--num-shards", type=int, required=True)
+    p.add_argument("--data", required=True, help="the original preprocessed dataset (val/test are linked)")
+    p.add_argument("--out", required=True, help="pseudo dataset root to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a merged dataset made from other shards")
+    p.set_defaults(func=cmd_merge_shards)
+
+
 def _add_label_quality(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("label-quality", help="precision/recall of pseudo labels on withheld-GT frames (LEOD val_dst)")
     p.add_argument("--pseudo-data", required=True, help="pseudo-label dataset (merged)")
     p.add_argument("--data", required=True, help="the original preprocessed dataset")
     p.add_argument("--split", required=True, help="the label split the pseudo labels were made with")
     p.add_argument("--out", required=True, help="quality JSON to write")
-    p.add_argument("--camera", default="gen1", choices=("gen1", "gen4"), help="class names and chunk length")
+    p.add_argument("--camera", default="gen1", choices=("gen1", "gen4", "synth"), help="class names and chunk length")
     p.add_argument("--downsampled-by-2", action="store_true")
     p.add_argument("--min-track-len", type=int, help="val_dst's tracking re-filter (LEOD 6; 0 = off)")
     p.set_defaults(func=cmd_label_quality)
@@ -285,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
         _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint, _add_evaluate,
-        _add_visualize, _add_label_quality, _add_tables)
+        _add_visualize, _add_pseudo_label, _add_merge_shards, _add_label_quality, _add_tables)
     for add in adders:
         add(sub)
     return parser

@@ -1,0 +1,65 @@
+"""One pseudo-labelling job: shard ``k`` of ``N`` of the training sequences (what ``leod pseudo-label`` runs).
+
+The shard is a length-balanced, deterministic subset. Sequences already complete in the shard directory are
+not recomputed, so a killed job reruns only what it had not finished; ``shard.json`` is written last.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from leod_core.data.formats import SequenceLabels
+from leod_core.data.splits import read_split
+from leod_core.models.checkpoint import load_model_checkpoint
+from leod_core.pseudo.labeler import pseudo_label_sequences
+from leod_core.pseudo.shards import (ShardManifest, assign_shards, is_shard_complete, read_shard_manifest,
+                                     sequence_lengths, shard_sequence_dir, write_shard_manifest)
+from leod_core.pseudo.tracker import TrackerConfig
+from leod_core.pseudo.tta import TTAConfig
+from leod_core.pseudo.writer import is_complete_sequence, write_pseudo_sequence
+
+log = logging.getLogger(__name__)
+
+
+def shard_sequences(data_dir: Path, split_path: Path, shard: int, num_shards: int, downsampled_by_2: bool) -> list[str]:
+    """Names of the training sequences of the split that belong to shard ``shard`` of ``num_shards``."""
+    if not 0 <= shard < num_shards:
+        raise ValueError(f"shard {shard} is not in [0, {num_shards})")
+    split = read_split(split_path)
+    lengths = sequence_lengths(data_dir, "train", downsampled_by_2)
+    missing = sorted(set(split.labeled_frames) - set(lengths))
+    if missing:
+        raise ValueError(f"{split_path}: sequences {missing[:5]} are not in {data_dir}/train")
+    return assign_shards({name: lengths[name] for name in split.labeled_frames}, num_shards)[shard]
+
+
+def pseudo_label_shard(checkpoint: Path, data_dir: Path, split_path: Path, shard_dir: Path, shard: int,
+                       num_shards: int, tta_cfg: TTAConfig, tracker_cfg: TrackerConfig, device: str = "cpu",
+                       progress: bool = True) -> ShardManifest:
+    """Pseudo-label shard ``shard`` of ``num_shards`` into ``shard_dir`` (``train/<seq>`` + ``shard.json``)."""
+    shard_dir = Path(shard_dir)
+    if is_shard_complete(shard_dir):
+        log.info("%s is complete; nothing to do", shard_dir)
+        return read_shard_manifest(shard_dir)
+    names = shard_sequences(Path(data_dir), Path(split_path), shard, num_shards, tta_cfg.downsampled_by_2)
+    todo = [n for n in names if not is_complete_sequence(shard_sequence_dir(shard_dir, n))]
+    log.info("shard %d/%d: %d sequences, %d already written", shard, num_shards, len(names), len(names) - len(todo))
+    empty: list[str] = []
+
+    def write(name: str, source_seq_dir: Path, labels: SequenceLabels, objframe_idx_2_repr_idx: np.ndarray) -> None:
+        if len(objframe_idx_2_repr_idx) == 0:
+            empty.append(name)
+            return
+        write_pseudo_sequence(shard_sequence_dir(shard_dir, name), source_seq_dir, labels, objframe_idx_2_repr_idx,
+                              tta_cfg.downsampled_by_2)
+
+    model, _ = load_model_checkpoint(Path(checkpoint))
+    model = model.to(device).eval()
+    stats = pseudo_label_sequences(model, Path(data_dir) / "train", read_split(split_path), todo, None, tta_cfg,
+                                   tracker_cfg, device, write, progress) if todo else {}
+    written = [n for n in names if n not in set(empty)]
+    log.info("shard %d/%d done: %s", shard, num_shards, ", ".join(f"{k} {v:g}" for k, v in stats.items()))
+    return write_shard_manifest(shard_dir, shard, num_shards, written, empty,
+                                extra={"checkpoint": str(checkpoint), "stats": stats})
