@@ -49,7 +49,7 @@ from leod_core.models.postprocess import postprocess
 log = logging.getLogger(__name__)
 
 FrameSelection = Literal["labeled", "all"]
-_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                     "float16": torch.float16, "fp16": torch.float16, "16": torch.float16}
 #: Columns of a detection row (``SequencePredictions.detections[k]``).
 DETECTION_COLUMNS = ("x1", "y1", "x2", "y2", "obj_prob", "cls_prob", "class_id")
@@ -89,13 +89,13 @@ class InferenceConfig:
         if not 0.0 <= self.confidence_threshold <= 1.0 or not 0.0 <= self.nms_threshold <= 1.0:
             raise ValueError(f"thresholds must lie in [0, 1], got confidence {self.confidence_threshold}, "
                              f"nms {self.nms_threshold}")
-        if self.autocast_dtype is not None and self.autocast_dtype not in _AUTOCAST_DTYPES:
-            raise ValueError(f"autocast_dtype must be None or one of {sorted(_AUTOCAST_DTYPES)}, "
+        if self.autocast_dtype is not None and self.autocast_dtype not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast_dtype must be None or one of {sorted(AUTOCAST_DTYPES)}, "
                              f"got {self.autocast_dtype!r}")
 
     @property
     def torch_autocast_dtype(self) -> Optional[torch.dtype]:
-        return None if self.autocast_dtype is None else _AUTOCAST_DTYPES[self.autocast_dtype]
+        return None if self.autocast_dtype is None else AUTOCAST_DTYPES[self.autocast_dtype]
 
 
 @dataclass
@@ -269,7 +269,8 @@ class _Segment:
     data: np.ndarray
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+def autocast_context(device: torch.device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for float32 (``dtype`` None)."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
@@ -374,7 +375,7 @@ def iter_sequence_predictions(model: RVTDetector, data_dir: Path, split: str, cf
                 x = torch.from_numpy(buf).to(device=device, dtype=in_dtype, non_blocking=True)
                 if states is not None and bool(reset.any()):
                     states = model.reset_states(states, reset.to(device))
-                with _autocast(device, amp):
+                with autocast_context(device, amp):
                     features, states = model.forward_backbone(x, states)
                 sel = [(b, s, r) for b, s, r in where if frames == "all" or r in s.repr_2_frame]
                 for b, s, r in where:
@@ -390,7 +391,7 @@ def iter_sequence_predictions(model: RVTDetector, data_dir: Path, split: str, cf
             # ---- FPN + head + postprocess on the selected steps of the chunk ----
             if owners:
                 batched = {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
-                with _autocast(device, amp):
+                with autocast_context(device, amp):
                     head = model.forward_detect(batched)
                 dets = postprocess(head, num_classes, cfg.confidence_threshold, cfg.nms_threshold)
                 for (s, r), det in zip(owners, dets):

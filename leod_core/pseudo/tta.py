@@ -50,7 +50,6 @@ Two execution paths give the same boxes:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -70,13 +69,12 @@ from tqdm import tqdm
 from leod_core.data import label_tensors as lt
 from leod_core.data.formats import (PSEUDO_BBOX_DTYPE, FormatError, SequencePaths, open_event_repr, read_labels,
                                     read_objframe_idx_2_repr_idx)
+from leod_core.models.inference import AUTOCAST_DTYPES, autocast_context
 from leod_core.models.loss import expand_class_thresholds
 from leod_core.models.postprocess import batched_nms, postprocess
 
 log = logging.getLogger(__name__)
 
-_AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-                    "float16": torch.float16, "fp16": torch.float16, "16": torch.float16}
 Thresholds = Union[float, Tuple[float, ...]]
 
 
@@ -149,8 +147,8 @@ class TTAConfig:
         if not 0.0 < self.max_width_frac <= 1.0 or self.min_box_side < 0:
             raise ValueError(f"need 0 < max_width_frac <= 1 and min_box_side >= 0, got {self.max_width_frac}, "
                              f"{self.min_box_side}")
-        if self.autocast_dtype is not None and self.autocast_dtype not in _AUTOCAST_DTYPES:
-            raise ValueError(f"autocast_dtype must be None or one of {sorted(_AUTOCAST_DTYPES)}, "
+        if self.autocast_dtype is not None and self.autocast_dtype not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast_dtype must be None or one of {sorted(AUTOCAST_DTYPES)}, "
                              f"got {self.autocast_dtype!r}")
         for name in ("obj_thresh", "cls_thresh"):
             value = getattr(self, name)
@@ -179,7 +177,7 @@ class TTAConfig:
 
     @property
     def torch_autocast_dtype(self) -> Optional[torch.dtype]:
-        return None if self.autocast_dtype is None else _AUTOCAST_DTYPES[self.autocast_dtype]
+        return None if self.autocast_dtype is None else AUTOCAST_DTYPES[self.autocast_dtype]
 
     @property
     def precision(self) -> str:
@@ -479,12 +477,6 @@ class _Stream:
             self.h5 = None
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _feature_keys(model, features: Dict[int, Tensor]) -> Sequence[int]:
     stages = getattr(getattr(model, "fpn", None), "in_stages", None)
     return tuple(stages) if stages is not None else tuple(features.keys())
@@ -510,7 +502,7 @@ class _Runner:
 
     def detect(self, features: Dict[int, Tensor], owners: List[Tuple[_Seq, View, int]]) -> None:
         """Head + postprocess + per-view filter on ``features`` (one row per owner); store the rows."""
-        with _autocast(self.device, self.amp):
+        with autocast_context(self.device, self.amp):
             head = self.model.forward_detect(features)
         dets = postprocess(head, self.num_classes, self.cfg.confidence_threshold, self.cfg.nms_threshold)
         rows = filter_view_predictions(dets, [v.hflip for _, v, _ in owners], self.frame_hw, self.obj_thr,
@@ -566,7 +558,7 @@ def _run_batched(runner: _Runner, seqs: List[_Seq], cfg: TTAConfig, keep_views: 
             if states is not None and bool(reset.any()):
                 mask = np.concatenate([reset, reset]) if hflip else reset
                 states = model.reset_states(states, torch.from_numpy(mask).to(device))
-            with _autocast(device, runner.amp):
+            with autocast_context(device, runner.amp):
                 features, states = model.forward_backbone(x, states)
             idx: List[int] = []
             owners: List[Tuple[_Seq, View, int]] = []
@@ -608,7 +600,7 @@ def _run_sequential(runner: _Runner, seqs: List[_Seq], cfg: TTAConfig, keep_view
                     x = runner.to_input(np.ascontiguousarray(x_np)[None])
                     if view.hflip:
                         x = x.flip(-1)
-                    with _autocast(device, runner.amp):
+                    with autocast_context(device, runner.amp):
                         features, states = model.forward_backbone(x, states)
                     seq.frame_views += 1
                     f = st.frame_of(j, cfg.tflip_offset)
