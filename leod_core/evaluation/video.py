@@ -168,7 +168,7 @@ def _imageio_ffmpeg_available() -> bool:
         import imageio  # noqa: F401
         import imageio_ffmpeg
         imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception:  # ImportError, or RuntimeError when the binary cannot be found
+    except (ImportError, RuntimeError, OSError):  # not installed, or its ffmpeg binary cannot be found
         return False
     return True
 
@@ -177,7 +177,7 @@ def _matplotlib_ffmpeg_available() -> bool:
     try:
         from matplotlib.animation import FFMpegWriter
         return bool(FFMpegWriter.isAvailable())
-    except Exception:
+    except (ImportError, RuntimeError, OSError):
         return False
 
 
