@@ -19,5 +19,6 @@ include: "rules/evaluate.smk"
 
 rule all:
     input:
-        default_targets(config),
+        *EXPERIMENT_TARGETS,
+        TABLES,
     default_target: True

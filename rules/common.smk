@@ -1,18 +1,174 @@
-"""Wildcard constraints and thin adapters from config to CLI arguments (logic in leod_core.workflow)."""
-from leod_core.workflow import WILDCARD_PATTERNS, default_targets, preprocess_cli_args, synth_cli_args
+"""Wildcard constraints, path prefixes and the thin adapters from wildcards + config to rule inputs and CLI
+arguments. The logic lives in leod_core.workflow (unit-tested); these functions only bind it to `config` and
+to the checkpoints."""
+import os
+
+from leod_core.workflow import (SELF_TRAINING_ROUND, WILDCARD_PATTERNS, check_config, check_ratio_wildcard,
+                                data_hint, data_source, dataset_config, datasets_with_source, default_tables,
+                                downsampled_by_2, evaluate_cli_args, experiment_rounds, experiment_settings,
+                                gate_failure_message, job_config, json_arg, label_quality_cli_args, name_pattern,
+                                preprocess_cli_args, pseudo_label_cli_args, read_gate_file, round_targets,
+                                synth_cli_args, train_devices, video_cli_args)
+from leod_core.workflow.jobs import read_shard_count
 
 
 wildcard_constraints:
     **WILDCARD_PATTERNS,
 
 
+check_config(config)
+
+# Path prefixes (DESIGN.md §1); logs/ and benchmarks/ mirror results/.
+EXP = "results/{dataset}/{setting}_{ratio}"
+ROUND = f"{EXP}/round{{round}}"
+LOG_EXP = "logs/{dataset}/{setting}_{ratio}"
+LOG_ROUND = f"{LOG_EXP}/round{{round}}"
+BENCH_EXP = "benchmarks/{dataset}/{setting}_{ratio}"
+BENCH_ROUND = f"{BENCH_EXP}/round{{round}}"
+DATA_MARKER = "results/data/{dataset}/preprocess_summary.json"
+LEOD_ENV = "../envs/leod.yaml"
+
+SYNTH_DATASETS = name_pattern(datasets_with_source(config, "synth"))
+RAW_DATASETS = name_pattern(datasets_with_source(config, "raw"))
+PREPROCESSED_DATASETS = name_pattern(datasets_with_source(config, "preprocessed"))
+PREPROCESSED_HERE = name_pattern(datasets_with_source(config, "synth") + datasets_with_source(config, "raw"))
+
+
+# ------------------------------------------------------------------------------------------------ data
 def synth_args(wildcards):
-    return synth_cli_args(config["datasets"][wildcards.dataset]["synth"])
+    return synth_cli_args(dataset_config(config, wildcards.dataset)["synth"])
 
 
 def preprocess_args(wildcards):
-    return preprocess_cli_args(config["datasets"][wildcards.dataset]["preprocess"])
+    return preprocess_cli_args(dataset_config(config, wildcards.dataset))
 
 
-def sequence_length(wildcards):
-    return config["datasets"][wildcards.dataset]["sequence_length"]
+def user_data_source(wildcards):
+    block = dataset_config(config, wildcards.dataset)
+    return block[data_source(block)]["path"]
+
+
+def user_data_hint(wildcards):
+    return data_hint(dataset_config(config, wildcards.dataset))
+
+
+def split_data_marker(wildcards):
+    """The split's input; first checks the target's dataset and ratio so a malformed one fails clearly."""
+    dataset_config(config, wildcards.dataset)
+    check_ratio_wildcard(wildcards.ratio, wildcards.setting)
+    return DATA_MARKER.format(dataset=wildcards.dataset)
+
+
+def settings_of(wildcards):
+    return experiment_settings(config, wildcards.dataset, wildcards.setting, wildcards.ratio)
+
+
+def split_sequence_length(wildcards):
+    return settings_of(wildcards)["sequence_length"]
+
+
+# ------------------------------------------------------------------------------------------- training
+def job_config_json(wildcards):
+    return json_arg(job_config(settings_of(wildcards), wildcards.kind, int(wildcards.round)))
+
+
+def output_dir(wildcards, output):
+    return os.path.dirname(output.model)
+
+
+def train_state_dir(wildcards, output):
+    return os.path.join(os.path.dirname(output.model), "train_state")
+
+
+def train_gpus(wildcards):
+    return train_devices(settings_of(wildcards), int(wildcards.round))
+
+
+def read_gate_checkpoint(dataset, setting, ratio, round_):
+    """A round's gate decision; raises (and so schedules the gate) until the gate checkpoint has run."""
+    path = checkpoints.gate.get(dataset=dataset, setting=setting, ratio=ratio, round=str(round_)).output[0]
+    return read_gate_file(path)
+
+
+def passed_gate(wildcards):
+    """Round r >= 1 trains only if its gate passed: its gate.json once the gate checkpoint has run (a clear
+    error if it failed); until then the gate checkpoint's target, so that it is scheduled."""
+    round_ = int(wildcards.round)
+    gate = read_gate_checkpoint(wildcards.dataset, wildcards.setting, wildcards.ratio, round_)
+    path = f"{ROUND}/gate.json".format(**wildcards)
+    if not gate["passed"]:
+        raise ValueError(gate_failure_message(gate, path, round_))
+    return path
+
+
+# ------------------------------------------------------------------------------------------ pseudo labels
+def previous_model(wildcards):
+    return f"{EXP}/round{int(wildcards.round) - 1}/model.ckpt".format(**wildcards)
+
+
+def shard_list_args(wildcards):
+    settings = settings_of(wildcards)
+    args = f"--num-shards {config['self_training']['num_shards']}"
+    return args + (" --downsampled-by-2" if downsampled_by_2(settings["camera"]) else "")
+
+
+def shard_dir_of(wildcards, output):
+    return os.path.dirname(output.manifest)
+
+
+def shard_count(wildcards):
+    return read_shard_count(checkpoints.shard_list.get(**wildcards).output[0])
+
+
+def listed_shard_count(wildcards, input):
+    """Shards in the job's shard list input (read when the job runs: params are re-evaluated then)."""
+    return read_shard_count(input.shard_list)
+
+
+def pseudo_args(wildcards):
+    return pseudo_label_cli_args(settings_of(wildcards), config["device"])
+
+
+def shard_manifests(wildcards):
+    """Every shard's shard.json, once the shard_list checkpoint has decided how many there are."""
+    prefix = ROUND.format(**wildcards)
+    return [f"{prefix}/pseudo/shards/{k}/shard.json" for k in range(shard_count(wildcards))]
+
+
+def shard_dirs(wildcards, input):
+    return " ".join(os.path.dirname(path) for path in input.shards)
+
+
+def quality_args(wildcards):
+    return label_quality_cli_args(settings_of(wildcards))
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+def evaluate_args(wildcards):
+    return evaluate_cli_args(settings_of(wildcards), config["device"])
+
+
+def video_args(wildcards):
+    return video_cli_args(settings_of(wildcards), config["device"])
+
+
+def tables_dir(wildcards, output):
+    return os.path.dirname(output[0])
+
+
+def round_targets_function(exp, round_):
+    """Input function of one round's final files, walked through the experiment's gates. One function per
+    (experiment, round): an unfinished gate holds back only the rounds after it."""
+
+    def read_gate(gate_round):
+        return read_gate_checkpoint(exp.dataset, exp.setting, exp.ratio, gate_round)
+
+    def round_files(wildcards):
+        return round_targets(exp, round_, read_gate)
+
+    round_files.__name__ = f"targets_{exp.dataset}_{exp.setting}_{exp.ratio}_round{round_}"
+    return round_files
+
+
+EXPERIMENT_TARGETS = [round_targets_function(exp, round_) for exp, round_ in experiment_rounds(config)]
+TABLES = default_tables(config)

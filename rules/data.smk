@@ -1,4 +1,8 @@
-"""Data stage: synthetic camera (or downloaded raw data) -> RVT preprocessed layout -> label split."""
+"""Data stage: synthetic camera, or user-provided raw / preprocessed data -> RVT preprocessed layout -> split.
+
+A dataset block names exactly one source (`synth`, `raw` or `preprocessed`); each source has its own rule,
+selected by the dataset wildcard's constraint. Gen1 / 1Mpx data is provided by the user (see paper.yaml):
+RVT's preprocessed archives are linked as they are, raw archives go through `leod preprocess`."""
 
 
 rule synth_raw:
@@ -10,39 +14,89 @@ rule synth_raw:
         "logs/raw/{dataset}/synth.log",
     benchmark:
         "benchmarks/raw/{dataset}/synth.tsv"
+    wildcard_constraints:
+        dataset=SYNTH_DATASETS,
     threads: workflow.cores
+    conda:
+        LEOD_ENV
     shell:
-        "leod --no-progress synth --out results/raw/{wildcards.dataset} --workers {threads} {params.args} 2> {log}"
+        "leod --no-progress synth --out results/raw/{wildcards.dataset} --workers {threads} {params.args} > {log} 2>&1"
+
+
+rule link_raw:
+    output:
+        "results/raw/{dataset}/summary.json",
+    params:
+        source=user_data_source,
+        hint=user_data_hint,
+    log:
+        "logs/raw/{dataset}/link.log",
+    benchmark:
+        "benchmarks/raw/{dataset}/link.tsv"
+    wildcard_constraints:
+        dataset=RAW_DATASETS,
+    localrule: True
+    conda:
+        LEOD_ENV
+    shell:
+        "python -m leod_core.workflow link-data --kind raw --source {params.source:q}"
+        " --out results/raw/{wildcards.dataset} --marker summary.json --hint={params.hint:q} > {log} 2>&1"
 
 
 rule preprocess:
     input:
         "results/raw/{dataset}/summary.json",
     output:
-        "results/data/{dataset}/preprocess_summary.json",
+        DATA_MARKER,
     params:
         args=preprocess_args,
     log:
         "logs/data/{dataset}/preprocess.log",
     benchmark:
         "benchmarks/data/{dataset}/preprocess.tsv"
+    wildcard_constraints:
+        dataset=PREPROCESSED_HERE,
     threads: workflow.cores
+    conda:
+        LEOD_ENV
     shell:
         "leod --no-progress preprocess --raw results/raw/{wildcards.dataset} --out results/data/{wildcards.dataset}"
-        " --workers {threads} {params.args} 2> {log}"
+        " --workers {threads} {params.args} > {log} 2>&1"
+
+
+rule link_preprocessed:
+    output:
+        DATA_MARKER,
+    params:
+        source=user_data_source,
+        hint=user_data_hint,
+    log:
+        "logs/data/{dataset}/link.log",
+    benchmark:
+        "benchmarks/data/{dataset}/link.tsv"
+    wildcard_constraints:
+        dataset=PREPROCESSED_DATASETS,
+    localrule: True
+    conda:
+        LEOD_ENV
+    shell:
+        "python -m leod_core.workflow link-data --kind preprocessed --source {params.source:q}"
+        " --out results/data/{wildcards.dataset} --marker preprocess_summary.json --hint={params.hint:q} > {log} 2>&1"
 
 
 rule split:
     input:
-        "results/data/{dataset}/preprocess_summary.json",
+        split_data_marker,
     output:
-        "results/{dataset}/{setting}_{ratio}/split.json",
+        f"{EXP}/split.json",
     params:
-        sequence_length=sequence_length,
+        sequence_length=split_sequence_length,
     log:
-        "logs/{dataset}/{setting}_{ratio}/split.log",
+        f"{LOG_EXP}/split.log",
     benchmark:
-        "benchmarks/{dataset}/{setting}_{ratio}/split.tsv"
+        f"{BENCH_EXP}/split.tsv"
+    conda:
+        LEOD_ENV
     shell:
         "leod split --data results/data/{wildcards.dataset} --setting {wildcards.setting}"
-        " --ratio {wildcards.ratio} --sequence-length {params.sequence_length} --out {output} 2> {log}"
+        " --ratio {wildcards.ratio} --sequence-length {params.sequence_length} --out {output} > {log} 2>&1"

@@ -1,1 +1,66 @@
-"""evaluate stage: filled by a later issue (see issues)."""
+"""Evaluation: every trained round's model on the test split; tables and plots over all evaluated rounds;
+prediction videos on request (a target such as results/videos/synth/wsod_0.1/round1/<test sequence>.mp4)."""
+
+
+rule evaluate:
+    input:
+        model=f"{ROUND}/model.ckpt",
+        data=DATA_MARKER,
+    output:
+        f"{ROUND}/eval/test_metrics.json",
+    params:
+        args=evaluate_args,
+    log:
+        f"{LOG_ROUND}/eval.log",
+    benchmark:
+        f"{BENCH_ROUND}/eval.tsv"
+    threads: config["threads"]["evaluate"]
+    resources:
+        gpu=1,
+    conda:
+        LEOD_ENV
+    shell:
+        "OMP_NUM_THREADS={threads} leod --no-progress evaluate --checkpoint {input.model}"
+        " --data results/data/{wildcards.dataset} --split test --out {output} {params.args} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        *EXPERIMENT_TARGETS,
+    output:
+        TABLES,
+        plots=directory("results/plots"),
+    params:
+        out_dir=tables_dir,
+    log:
+        "logs/tables/tables.log",
+    benchmark:
+        "benchmarks/tables/tables.tsv"
+    localrule: True
+    conda:
+        LEOD_ENV
+    shell:
+        "leod --no-progress tables --results results --out {params.out_dir} --plots {output.plots} > {log} 2>&1"
+
+
+rule video:
+    input:
+        model=f"{ROUND}/model.ckpt",
+        data=DATA_MARKER,
+    output:
+        f"results/videos/{{dataset}}/{{setting}}_{{ratio}}/round{{round}}/{{sequence}}.mp4",
+    params:
+        args=video_args,
+    log:
+        f"logs/videos/{{dataset}}/{{setting}}_{{ratio}}/round{{round}}/{{sequence}}.log",
+    benchmark:
+        f"benchmarks/videos/{{dataset}}/{{setting}}_{{ratio}}/round{{round}}/{{sequence}}.tsv"
+    wildcard_constraints:
+        sequence=r"[^/]+",
+    threads: config["threads"]["evaluate"]
+    conda:
+        LEOD_ENV
+    shell:
+        "OMP_NUM_THREADS={threads} leod --no-progress visualize --checkpoint {input.model}"
+        " --data results/data/{wildcards.dataset} --split test --sequence {wildcards.sequence} --out {output}"
+        " {params.args} > {log} 2>&1"

@@ -1,1 +1,79 @@
-"""train stage: filled by a later issue (see issues)."""
+"""Training: round 0 on the label split (hard anchor assignment), round r >= 1 on round r's pseudo dataset
+(LEOD's soft assignment), the latter only if round r's gate passed.
+
+`train_state/` (last.ckpt every trainer.checkpoint_every_n_steps) is deliberately not a declared output:
+Snakemake never deletes it, so a killed training job resumes from it when rerun."""
+
+
+rule job_config:
+    output:
+        f"{ROUND}/{{kind}}_config.yaml",
+    params:
+        config=job_config_json,
+    log:
+        f"{LOG_ROUND}/{{kind}}_config.log",
+    benchmark:
+        f"{BENCH_ROUND}/{{kind}}_config.tsv"
+    wildcard_constraints:
+        kind="train|pseudo",
+    localrule: True
+    conda:
+        LEOD_ENV
+    shell:
+        "python -m leod_core.workflow write-config --json {params.config} --out {output} > {log} 2>&1"
+
+
+rule train_round0:
+    input:
+        data=DATA_MARKER,
+        split=f"{EXP}/split.json",
+        config=f"{ROUND}/train_config.yaml",
+    output:
+        model=f"{ROUND}/model.ckpt",
+    params:
+        out_dir=output_dir,
+        state_dir=train_state_dir,
+    log:
+        f"{LOG_ROUND}/train.log",
+    benchmark:
+        f"{BENCH_ROUND}/train.tsv"
+    wildcard_constraints:
+        round="0",
+    threads: config["threads"]["train"]
+    resources:
+        gpu=train_gpus,
+    conda:
+        LEOD_ENV
+    shell:
+        "(python -m leod_core.workflow prepare-resume --dir {params.state_dir}"
+        " --input data={input.data} split={input.split} config={input.config}"
+        " && OMP_NUM_THREADS={threads} leod --no-progress train --data results/data/{wildcards.dataset}"
+        " --split {input.split} --config {input.config} --out {params.out_dir}) > {log} 2>&1"
+
+
+rule train_self:
+    input:
+        pseudo=f"{ROUND}/pseudo/dataset",
+        config=f"{ROUND}/train_config.yaml",
+        gate=passed_gate,
+    output:
+        model=f"{ROUND}/model.ckpt",
+    params:
+        out_dir=output_dir,
+        state_dir=train_state_dir,
+    log:
+        f"{LOG_ROUND}/train.log",
+    benchmark:
+        f"{BENCH_ROUND}/train.tsv"
+    wildcard_constraints:
+        round=SELF_TRAINING_ROUND,
+    threads: config["threads"]["train"]
+    resources:
+        gpu=train_gpus,
+    conda:
+        LEOD_ENV
+    shell:
+        "(python -m leod_core.workflow prepare-resume --dir {params.state_dir}"
+        " --input pseudo={input.pseudo}/pseudo_summary.json config={input.config}"
+        " && OMP_NUM_THREADS={threads} leod --no-progress train --pseudo-data {input.pseudo}"
+        " --config {input.config} --out {params.out_dir}) > {log} 2>&1"

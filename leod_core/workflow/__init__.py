@@ -1,53 +1,29 @@
-"""Helpers for the Snakemake rules (targets, wildcard patterns, CLI arguments from config).
+"""Helpers for the Snakemake rules: paths and wildcards, config -> job settings and CLI arguments, the
+targets walked through the gates, and the workflow's own small jobs (``python -m leod_core.workflow``).
 
 The only place that knows the workflow's config layout; the library below it takes explicit arguments.
+Nothing here imports Snakemake: the rules pass in what they need (e.g. how to read a gate checkpoint).
 """
 from __future__ import annotations
 
-from typing import Any
+from leod_core.workflow.paths import (RESERVED_NAMES, SELF_TRAINING_ROUND, WILDCARD_PATTERNS, check_ratio_wildcard,
+                                      experiment_dir, format_ratio, gate_path, metrics_path, round_dir, table_paths)
+from leod_core.workflow.settings import (CAMERA_TRAIN_DEFAULTS, check_config, data_hint, data_source, dataset_config,
+                                         datasets_with_source, deep_merge, downsampled_by_2, evaluate_cli_args,
+                                         experiment_settings, job_config, json_arg, label_quality_cli_args,
+                                         name_pattern, preprocess_cli_args, pseudo_job_config,
+                                         pseudo_label_cli_args, synth_cli_args, train_devices, train_job_config,
+                                         video_cli_args)
+from leod_core.workflow.targets import (Experiment, default_datasets, default_tables, experiment_rounds, experiments,
+                                        gate_failure_message, read_gate_file, round_targets)
 
-import numpy as np
-
-from leod_core.data.splits import SETTINGS, parse_ratio
-
-#: Wildcard constraints shared by all rules. ``ratio`` is deliberately loose: a malformed ratio reaches
-#: ``leod split``, which rejects it with a message naming the value.
-WILDCARD_PATTERNS = {
-    "dataset": r"[A-Za-z0-9-]+",
-    "setting": "|".join(SETTINGS),
-    "ratio": r"[^/_+]+",
-}
-
-#: ``leod synth`` option for each key of a dataset's ``synth`` config block.
-_SYNTH_OPTIONS = {
-    "seed": "--seed", "height": "--height", "width": "--width", "duration_s": "--duration-s",
-    "num_train": "--num-train", "num_val": "--num-val", "num_test": "--num-test",
-}
-
-
-def format_ratio(ratio: float | str) -> str:
-    """Canonical decimal string of a label ratio for paths: 0.1 -> '0.1', 1 -> '1' (never exponent form)."""
-    return np.format_float_positional(parse_ratio(ratio), trim="-")
-
-
-def experiment_dir(dataset: str, setting: str, ratio: float | str) -> str:
-    """``results/{dataset}/{setting}_{ratio}`` for one experiment."""
-    return f"results/{dataset}/{setting}_{format_ratio(ratio)}"
-
-
-def default_targets(config: dict[str, Any]) -> list[str]:
-    """Files ``rule all`` asks for: the split of every configured experiment."""
-    return [f"{experiment_dir(e['dataset'], e['setting'], e['ratio'])}/split.json" for e in config["experiments"]]
-
-
-def synth_cli_args(synth_config: dict[str, Any]) -> str:
-    """``leod synth`` options for a dataset's ``synth`` block (keys checked by the config schema)."""
-    return " ".join(f"{_SYNTH_OPTIONS[key]} {value}" for key, value in sorted(synth_config.items()))
-
-
-def preprocess_cli_args(preprocess_config: dict[str, Any]) -> str:
-    """``leod preprocess`` options for a dataset's ``preprocess`` block."""
-    args = f"--preset {preprocess_config['preset']}"
-    if "config" in preprocess_config:
-        args += f" --config {preprocess_config['config']}"
-    return args
+__all__ = [
+    "CAMERA_TRAIN_DEFAULTS", "check_config", "check_ratio_wildcard", "data_hint", "data_source",
+    "dataset_config", "datasets_with_source", "deep_merge", "default_datasets", "default_tables",
+    "downsampled_by_2", "evaluate_cli_args", "Experiment", "experiment_dir", "experiment_rounds",
+    "experiment_settings", "experiments", "format_ratio", "gate_failure_message", "gate_path", "job_config",
+    "json_arg", "label_quality_cli_args", "metrics_path", "name_pattern", "preprocess_cli_args",
+    "pseudo_job_config", "pseudo_label_cli_args", "read_gate_file", "RESERVED_NAMES", "round_dir",
+    "round_targets", "SELF_TRAINING_ROUND", "synth_cli_args", "table_paths", "train_devices",
+    "train_job_config", "video_cli_args", "WILDCARD_PATTERNS",
+]

@@ -1,37 +1,38 @@
-"""Workflow helpers, config schema and the Snakemake DAG of the data stage."""
+"""The Snakemake DAG: dry runs of the default, of new and malformed targets and of the paper config; lint;
+and (slow) the embedded default, shrunk, run end to end through round 1 and the table."""
 from __future__ import annotations
 
+import csv
+import json
+import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from leod_core.workflow import default_targets, experiment_dir, format_ratio, preprocess_cli_args, synth_cli_args
-
 REPO = Path(__file__).resolve().parents[2]
+EXP = "results/synth/wsod_0.1"
 
 
-def test_ratio_formatting_is_canonical():
-    assert [format_ratio(r) for r in (0.1, "0.10", 0.01, 1, 1e-5)] == ["0.1", "0.1", "0.01", "1", "0.00001"]
-    with pytest.raises(ValueError, match="ratio '1.5' is not in"):
-        format_ratio("1.5")
+def snakemake(workdir: Path, *args: str, dry_run: bool = True) -> subprocess.CompletedProcess:
+    command = ["snakemake", *(["-n"] if dry_run else []), "--cores", "2", "--directory", str(workdir),
+               "--snakefile", str(REPO / "Snakefile"), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
 
 
-def test_targets_and_cli_args_from_config():
-    config = yaml.safe_load((REPO / "workflow_config/config.yaml").read_text())
-    assert default_targets(config) == ["results/synth/wsod_0.1/split.json"]
-    assert experiment_dir("gen1", "ssod", 0.02) == "results/gen1/ssod_0.02"
-    args = synth_cli_args({"seed": 3, "duration_s": 2.5})
-    assert args == "--duration-s 2.5 --seed 3"
-    assert preprocess_cli_args({"preset": "gen4", "config": "x.yaml"}) == "--preset gen4 --config x.yaml"
-
-
-def dry_run(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["snakemake", "-n", "--cores", "1", "--directory", str(workdir),
-                           "--snakefile", str(REPO / "Snakefile"), *extra],
-                          capture_output=True, text=True, cwd=REPO)
+def job_counts(output: str) -> dict[str, int]:
+    """Per-rule job counts of the last "Job stats" table a dry run prints."""
+    table = output.rsplit("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match[1]] = int(match[2])
+    return counts
 
 
 @pytest.fixture
@@ -40,43 +41,167 @@ def workdir(tmp_path) -> Path:
     return tmp_path
 
 
-def test_dry_run_plans_the_data_stage(workdir):
-    result = dry_run(workdir)
+def test_dry_run_of_the_default_plans_the_loop_up_to_the_first_gate(workdir):
+    result = snakemake(workdir)
     assert result.returncode == 0, result.stderr
-    for rule in ("synth_raw", "preprocess", "split", "all"):
-        assert rule in result.stdout
+    assert job_counts(result.stdout) == {
+        "synth_raw": 1, "preprocess": 1, "split": 1, "job_config": 1, "train_round0": 1, "evaluate": 1,
+        "shard_list": 1, "merge_pseudo": 1, "label_quality": 1, "gate": 1, "tables": 1, "all": 1, "total": 12}
+    assert "checkpoint jobs" in result.stdout
 
 
 def test_new_ratio_is_just_a_target(workdir):
-    result = dry_run(workdir, "results/synth/ssod_0.25/split.json")
+    result = snakemake(workdir, "results/synth/wsod_0.2/round1/eval/test_metrics.json")
     assert result.returncode == 0, result.stderr
-    assert "ratio=0.25" in result.stdout and "setting=ssod" in result.stdout
+    assert "wildcards: dataset=synth, setting=wsod, ratio=0.2" in result.stdout
+    counts = job_counts(result.stdout)
+    assert counts["train_self"] == counts["evaluate"] == counts["gate"] == counts["split"] == 1
+
+
+@pytest.mark.parametrize("target, planned", [
+    ("results/synth/wsod_0.1/round1/pseudo/shards/1/shard.json", {"pseudo_label": 1, "shard_list": 1,
+                                                                  "train_round0": 1, "job_config": 2}),
+    ("results/videos/synth/ssod_0.5/round0/some_sequence.mp4", {"video": 1, "train_round0": 1, "split": 1}),
+])
+def test_intermediate_files_and_videos_are_targets_too(workdir, target, planned):
+    result = snakemake(workdir, target)
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert {rule: counts.get(rule) for rule in planned} == planned
+
+
+@pytest.mark.parametrize("target, message", [
+    ("results/synth/wsod_abc/round1/eval/test_metrics.json", "malformed ratio 'abc' is not a number in 'wsod_abc'"),
+    ("results/synth/ssod_1.5/split.json", r"malformed ratio '1.5' is not in (0, 1] in 'ssod_1.5'"),
+    ("results/synth/wsod_0.20/round0/eval/test_metrics.json", "is not written canonically: use 'wsod_0.2'"),
+    ("results/synth/full_0.5/round0/model.ckpt", "setting 'full' keeps every label"),
+    ("results/gen7/wsod_0.2/round0/eval/test_metrics.json", "dataset 'gen7' is not configured"),
+])
+def test_a_malformed_target_is_rejected_with_a_clear_message(workdir, target, message):
+    result = snakemake(workdir, target)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
 
 
 def test_config_typo_is_an_error_naming_the_key(workdir):
     cfg = workdir / "workflow_config/config.yaml"
     cfg.write_text(cfg.read_text().replace("sequence_length:", "sequence_lenght: 5\n    sequence_length:"))
-    result = dry_run(workdir)
+    result = snakemake(workdir)
     assert result.returncode != 0
     assert "sequence_lenght" in result.stdout + result.stderr
 
 
-@pytest.mark.slow
-def test_data_stage_runs_end_to_end_on_a_shrunk_default(workdir):
-    cfg_path = workdir / "workflow_config/config.yaml"
-    config = yaml.safe_load(cfg_path.read_text())
-    config["datasets"]["synth"]["synth"].update(duration_s=2.0, num_train=3, num_val=1, num_test=1)
-    cfg_path.write_text(yaml.safe_dump(config))
-    result = subprocess.run(["snakemake", "--cores", "2", "--directory", str(workdir), "--snakefile",
-                             str(REPO / "Snakefile"), "results/synth/ssod_0.5/split.json", "results/synth/wsod_0.1/split.json"],
-                            capture_output=True, text=True, cwd=REPO)
+def test_dry_run_plans_the_paper_dag(workdir):
+    """Every experiment of paper.yaml up to its round-1 gate (later rounds depend on the gate checkpoints)."""
+    start = time.perf_counter()
+    result = snakemake(workdir, "--configfile", str(REPO / "workflow_config/paper.yaml"))
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert elapsed < 30
+    experiments, self_training = 18, 16          # 2 datasets x (wsod, ssod) x 4 ratios + 2 full rows
+    assert job_counts(result.stdout) == {
+        "link_preprocessed": 2, "split": experiments, "job_config": experiments, "train_round0": experiments,
+        "evaluate": experiments, "shard_list": self_training, "merge_pseudo": self_training,
+        "label_quality": self_training, "gate": self_training, "tables": 1, "all": 1,
+        "total": 2 + 4 * experiments + 4 * self_training + 2}
+    assert "synth" not in result.stdout           # paper.yaml's experiments replace the default's
+
+
+def test_lint_is_clean(workdir):
+    for extra in ((), ("--configfile", str(REPO / "workflow_config/paper.yaml"))):
+        result = snakemake(workdir, "--lint", *extra, dry_run=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+
+
+def test_missing_user_data_fails_with_where_to_get_it(workdir):
+    result = snakemake(workdir, "results/data/gen1/preprocess_summary.json",
+                       "--configfile", str(REPO / "workflow_config/paper.yaml"), dry_run=False)
+    assert result.returncode != 0
+    log = (workdir / "logs/data/gen1/link.log").read_text()
+    assert "datasets/gen1/train is missing" in log and "gen1.tar (crc32 5acab6f3)" in log
+
+
+def test_user_provided_raw_data_is_linked_and_preprocessed(workdir):
+    """A dataset with `raw:` (RVT raw layout, here made by leod synth) is linked into results/raw, then
+    preprocessed; a missing one fails with the path."""
+    subprocess.run(["leod", "--no-progress", "synth", "--out", str(workdir / "mydata"), "--duration-s", "1",
+                    "--num-train", "1", "--num-val", "1", "--num-test", "1"], check=True, capture_output=True)
+    path = workdir / "workflow_config/config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["datasets"]["cam"] = {"camera": "synth", "raw": {"path": "mydata"}, "sequence_length": 5}
+    config["datasets"]["gone"] = {"camera": "gen1", "raw": {"path": "nowhere"}, "sequence_length": 5}
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "results/data/cam/preprocess_summary.json", dry_run=False)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "results/raw/cam/train").is_symlink()
+    assert json.loads((workdir / "results/raw/cam/summary.json").read_text())["kind"] == "raw"
+    assert len(list((workdir / "results/data/cam/train").iterdir())) == 1
+    missing = snakemake(workdir, "results/data/gone/preprocess_summary.json", dry_run=False)
+    assert missing.returncode != 0
+    assert "nowhere/train is missing" in (workdir / "logs/raw/gone/link.log").read_text()
+
+
+def shrink(workdir: Path, threshold: float = 0.0) -> None:
+    """The embedded default at toy size: 3 train sequences of 2 s, 10 steps per round."""
+    path = workdir / "workflow_config/config.yaml"
+    config = yaml.safe_load(path.read_text())
+    synth = config["datasets"]["synth"]
+    synth["synth"].update(duration_s=2.0, num_train=3, num_val=1, num_test=1)
+    synth["train"]["optim"]["max_steps"] = 10
+    synth["train"]["data"]["batch_size"] = 2
+    synth["train"]["trainer"]["checkpoint_every_n_steps"] = 5
+    synth["self_train"]["optim"]["max_steps"] = 10
+    config["self_training"]["gate"]["threshold"] = threshold
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.slow
+def test_the_shrunk_default_runs_end_to_end(workdir):
+    shrink(workdir, threshold=0.0)
+    result = snakemake(workdir, "all", "results/synth/ssod_0.5/split.json", dry_run=False)
+    assert result.returncode == 0, result.stderr[-4000:]
     from leod_core.data.splits import read_split
-    wsod = read_split(workdir / "results/synth/wsod_0.1/split.json")
-    ssod = read_split(workdir / "results/synth/ssod_0.5/split.json")
+    wsod, ssod = read_split(workdir / EXP / "split.json"), read_split(workdir / "results/synth/ssod_0.5/split.json")
     assert wsod.num_sequences == ssod.num_sequences == 3
     assert ssod.num_labeled_sequences == 2          # round(3 * 0.5) = 2, k = 1
     assert all(frames for frames in wsod.labeled_frames.values())
-    for rule_log in ("raw/synth/synth.log", "data/synth/preprocess.log"):
-        assert (workdir / "logs" / rule_log).stat().st_size > 0
-    assert (workdir / "benchmarks/data/synth/preprocess.tsv").is_file()
+
+    for path in ["split.json", "round0/model.ckpt", "round0/train_state/last.ckpt", "round0/train_config.yaml",
+                 "round0/eval/test_metrics.json", "round1/pseudo/shard_list.json", "round1/pseudo_config.yaml",
+                 "round1/pseudo/shards/0/shard.json", "round1/pseudo/shards/1/shard.json",
+                 "round1/pseudo/dataset/pseudo_summary.json", "round1/pseudo/quality.json", "round1/gate.json",
+                 "round1/model.ckpt", "round1/train_state/last.ckpt", "round1/eval/test_metrics.json"]:
+        assert (workdir / EXP / path).exists(), path
+    for metrics in ("round0", "round1"):
+        assert "AP" in json.loads((workdir / EXP / metrics / "eval/test_metrics.json").read_text())
+    gate = json.loads((workdir / EXP / "round1/gate.json").read_text())
+    quality = json.loads((workdir / EXP / "round1/pseudo/quality.json").read_text())
+    assert gate["passed"] is True and gate["threshold"] == 0.0 and gate["iou"] == 0.5
+    assert gate["precision"] == quality["precision"]["0.5"] and gate["recall"] == quality["recall"]["0.5"]
+    assert gate["num_frames"] == quality["num_frames"] > 0
+
+    rows = list(csv.DictReader((workdir / "results/tables/synth.csv").open()))
+    assert len(rows) == 1 and rows[0]["setting"] == "wsod"
+    assert rows[0]["round 0 (baseline)"] != "" and rows[0]["round 1"] != ""
+    assert "round 1" in (workdir / "results/tables/synth.md").read_text()
+    assert (workdir / "results/plots/synth_map.png").is_file()
+    for mirrored in ("logs/synth/wsod_0.1/round1/train.log", "logs/synth/wsod_0.1/round1/pseudo/shards/0.log",
+                     "benchmarks/synth/wsod_0.1/round1/pseudo/shards/1.tsv",
+                     "benchmarks/synth/wsod_0.1/round0/eval.tsv",
+                     "logs/tables/tables.log", "benchmarks/data/synth/preprocess.tsv"):
+        assert (workdir / mirrored).is_file(), mirrored
+
+    again = snakemake(workdir)                    # a finished run has nothing left to do
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout
+
+    # A stricter gate: round 1 is no longer part of the loop, and asking for it explains why.
+    config_path = workdir / "workflow_config/config.yaml"
+    config_path.write_text(config_path.read_text().replace("threshold: 0.0", "threshold: 1.0"))
+    stopped = snakemake(workdir, dry_run=False)
+    assert stopped.returncode == 0, stopped.stderr[-4000:]
+    gate = json.loads((workdir / EXP / "round1/gate.json").read_text())
+    assert gate["passed"] is False and gate["threshold"] == 1.0 and "< threshold 1" in gate["reason"]
+    refused = snakemake(workdir, f"{EXP}/round1/eval/test_metrics.json", "--forcerun", "train_self")
+    assert refused.returncode != 0
+    assert "round 1 is not trained: its gate failed" in refused.stdout + refused.stderr

@@ -1,0 +1,80 @@
+"""``python -m leod_core.workflow <command>``: the workflow's own small jobs (gate, shard list, job configs,
+linking user data). The library's work is done by the ``leod`` CLI; these only glue the loop together."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from leod_core.workflow import jobs
+
+log = logging.getLogger("leod.workflow")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m leod_core.workflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("gate", help="decide whether the next round trains: pseudo-label precision >= threshold")
+    p.add_argument("--quality", required=True, help="quality.json of `leod label-quality`")
+    p.add_argument("--threshold", type=float, required=True, help="minimum precision (fraction)")
+    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the precision (0.25, 0.5, 0.75)")
+    p.add_argument("--out", required=True, help="gate.json to write")
+
+    p = sub.add_parser("shard-list", help="the pseudo-labelling shards of a split (length-balanced)")
+    p.add_argument("--data", required=True, help="preprocessed dataset")
+    p.add_argument("--split", required=True, help="label split JSON")
+    p.add_argument("--num-shards", type=int, required=True, help="requested shards (capped at the sequences)")
+    p.add_argument("--downsampled-by-2", action="store_true")
+    p.add_argument("--out", required=True, help="shard list JSON to write")
+
+    p = sub.add_parser("prepare-resume", help="keep a job's resumable state only if its inputs are unchanged")
+    p.add_argument("--dir", required=True, help="the state directory (train_state/, a shard directory)")
+    p.add_argument("--input", nargs="+", default=[], metavar="ROLE=PATH", help="the job's input files")
+    p.add_argument("--extra", default="", help="anything else that identifies the job (e.g. the shard index)")
+
+    p = sub.add_parser("write-config", help="write a job config (JSON on the command line) as YAML")
+    p.add_argument("--json", required=True, help="the config as one JSON object")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("link-data", help="link user-provided raw or preprocessed data into results/")
+    p.add_argument("--source", required=True, help="directory with train/ val/ test/")
+    p.add_argument("--out", required=True, help="results/raw/{dataset} or results/data/{dataset}")
+    p.add_argument("--kind", required=True, choices=("raw", "preprocessed"))
+    p.add_argument("--marker", required=True, help="summary file written into --out last")
+    p.add_argument("--hint", default="", help="appended to the error when the data is missing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        if args.command == "gate":
+            jobs.write_gate(Path(args.quality), args.threshold, args.iou, Path(args.out))
+        elif args.command == "shard-list":
+            jobs.write_shard_list(Path(args.data), Path(args.split), args.num_shards, args.downsampled_by_2,
+                                  Path(args.out))
+        elif args.command == "prepare-resume":
+            inputs = {}
+            for item in args.input:
+                role, sep, path = item.partition("=")
+                if not sep or not role or not path:
+                    raise ValueError(f"--input expects ROLE=PATH, got {item!r}")
+                inputs[role] = Path(path)
+            jobs.prepare_resume(Path(args.dir), inputs, args.extra)
+        elif args.command == "write-config":
+            jobs.write_config(json.loads(args.json), Path(args.out))
+        elif args.command == "link-data":
+            jobs.link_data(Path(args.source), Path(args.out), args.marker, args.kind, args.hint)
+    except (ValueError, OSError) as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

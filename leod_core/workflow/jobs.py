@@ -1,0 +1,193 @@
+"""The small workflow jobs that are not library computations (``python -m leod_core.workflow <command>``):
+the gate decision, the shard list, job config files, and linking user-provided data into ``results/``.
+
+Every file is written atomically (temporary name, then rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from leod_core.data.atomic import write_text_atomic
+from leod_core.data.splits import read_split
+from leod_core.pseudo.shards import assign_shards, sequence_lengths
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+SHARD_LIST_VERSION = 1
+
+
+def threshold_key(iou: float) -> str:
+    """JSON key of an IoU threshold in quality.json (as ``leod_core.pseudo.quality.threshold_key``, without
+    importing torch): ``0.5 -> "0.5"``."""
+    return format(float(iou), "g")
+
+
+# ------------------------------------------------------------------------------------------------ gate
+def gate_decision(quality: dict[str, Any], threshold: float, iou: float = 0.5) -> dict[str, Any]:
+    """Pass iff the pseudo labels' precision at IoU ``iou`` (mean over classes, ``quality["precision"]``) is
+    at least ``threshold``. Returns the gate.json object: decision, numbers and the reason in words."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"gate threshold must be in [0, 1], got {threshold}")
+    key = threshold_key(iou)
+    precision_by_iou = quality.get("precision")
+    if not isinstance(precision_by_iou, dict) or key not in precision_by_iou:
+        known = sorted(precision_by_iou) if isinstance(precision_by_iou, dict) else []
+        raise ValueError(f"quality has no precision at IoU {key} (has {known}); set self_training.gate.iou "
+                         f"to one of them")
+    precision = precision_by_iou[key]
+    recall = (quality.get("recall") or {}).get(key)
+    if precision is None:
+        passed, reason = False, "no withheld ground truth to measure precision on"
+    else:
+        passed = bool(precision >= threshold)
+        reason = f"precision@{key} {precision:.4f} {'>=' if passed else '<'} threshold {threshold:g}"
+    per_class = {name: (c.get("precision") or {}).get(key) for name, c in (quality.get("per_class") or {}).items()}
+    return {"passed": passed, "precision": precision, "threshold": float(threshold), "iou": float(iou),
+            "recall": recall, "num_frames": quality.get("num_frames"), "reason": reason,
+            "per_class_precision": per_class}
+
+
+def write_gate(quality_path: Path, threshold: float, iou: float, out: Path) -> dict[str, Any]:
+    """Read ``quality.json``, decide, write ``gate.json``."""
+    with open(quality_path, encoding="utf-8") as f:
+        quality = json.load(f)
+    try:
+        gate = gate_decision(quality, threshold, iou)
+    except ValueError as err:
+        raise ValueError(f"{quality_path}: {err}") from None
+    gate["quality"] = str(quality_path)
+    write_text_atomic(out, json.dumps(gate, indent=2, sort_keys=True) + "\n")
+    log.info("gate %s: %s", "passed" if gate["passed"] else "FAILED", gate["reason"])
+    return gate
+
+
+# ------------------------------------------------------------------------------------------ shard list
+def shard_list(data_dir: Path, split_path: Path, num_shards: int, downsampled_by_2: bool) -> dict[str, Any]:
+    """The pseudo-labelling shards of a split: ``min(num_shards, sequences)`` length-balanced shards, the
+    same assignment ``leod pseudo-label --shard k --num-shards n`` makes (so no job gets an empty shard)."""
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    split = read_split(split_path)
+    lengths = sequence_lengths(data_dir, "train", downsampled_by_2)
+    missing = sorted(set(split.labeled_frames) - set(lengths))
+    if missing:
+        raise ValueError(f"{split_path}: sequences {missing[:5]} are not in {data_dir}/train")
+    names = {name: lengths[name] for name in split.labeled_frames}
+    n = min(int(num_shards), len(names))
+    shards = assign_shards(names, n)
+    return {"version": SHARD_LIST_VERSION, "num_shards": n, "requested_shards": int(num_shards),
+            "num_sequences": len(names), "shards": shards}
+
+
+def write_shard_list(data_dir: Path, split_path: Path, num_shards: int, downsampled_by_2: bool, out: Path) -> dict:
+    listing = shard_list(data_dir, split_path, num_shards, downsampled_by_2)
+    write_text_atomic(out, json.dumps(listing, indent=1) + "\n")
+    log.info("%d sequences in %d shards", listing["num_sequences"], listing["num_shards"])
+    return listing
+
+
+def read_shard_count(path: str | Path) -> int:
+    """Number of shards in a shard list file."""
+    with open(path, encoding="utf-8") as f:
+        listing = json.load(f)
+    n = listing.get("num_shards") if isinstance(listing, dict) else None
+    if not isinstance(n, int) or n < 1 or len(listing.get("shards", [])) != n:
+        raise ValueError(f"{path}: not a shard list (needs num_shards >= 1 and that many shards)")
+    return n
+
+
+# ------------------------------------------------------------------------------------------------ resume
+STAMP_NAME = ".inputs.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (streamed)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_resume(directory: Path, inputs: dict[str, Path], extra: str = "", root: Path = Path("results")) -> str:
+    """Make ``directory`` (a job's resumable state: ``train_state/``, a pseudo-label shard) safe to resume.
+
+    Its ``.inputs.json`` records the SHA-256 of the job's input files (by role) and ``extra``. Same inputs: the
+    state is kept and the job resumes (``"resume"``). Other inputs, or state without a record: the directory is
+    deleted, since resuming it would mix in work done for other inputs (``"reset"``). No directory:
+    ``"fresh"``. The record is written before the job starts. ``directory`` must lie under ``root``."""
+    directory = Path(directory)
+    if not directory.resolve().is_relative_to(Path(root).resolve()):
+        raise ValueError(f"{directory} is not under {root}/; refusing to manage it")
+    stamp = {"extra": extra, "inputs": {role: file_sha256(path) for role, path in sorted(inputs.items())}}
+    stamp_path = directory / STAMP_NAME
+    status = "fresh"
+    if directory.exists():
+        try:
+            old = json.loads(stamp_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old == stamp:
+            log.info("%s: inputs unchanged, resuming", directory)
+            return "resume"
+        log.warning("%s: %s; starting afresh", directory,
+                    "made from other inputs" if old is not None else "no record of its inputs")
+        shutil.rmtree(directory)
+        status = "reset"
+    directory.mkdir(parents=True)
+    write_text_atomic(stamp_path, json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+    return status
+
+
+# --------------------------------------------------------------------------------------------- configs
+def write_config(config: dict[str, Any], out: Path) -> None:
+    """A job config (``leod train`` / ``leod pseudo-label`` ``--config``) as YAML."""
+    if not isinstance(config, dict):
+        raise ValueError(f"a job config must be a mapping, got {type(config).__name__}")
+    write_text_atomic(out, "# written by the workflow from workflow_config (rule job_config)\n"
+                      + yaml.safe_dump(config, sort_keys=True, default_flow_style=False))
+
+
+# ------------------------------------------------------------------------------------------ user data
+def link_data(source: Path, out_dir: Path, marker: str, kind: str, hint: str = "") -> dict[str, Any]:
+    """Make user-provided data (``kind``: raw or preprocessed, with ``train/ val/ test/``) available at
+    ``out_dir``: symlinks to the source splits (none if ``source`` is ``out_dir``), then ``out_dir/marker``.
+
+    A missing or empty split is an error naming the path; ``hint`` (e.g. where to download) is appended."""
+    source, out_dir = Path(source), Path(out_dir)
+    problems = []
+    for split in SPLITS:
+        d = source / split
+        if not d.is_dir():
+            problems.append(f"{d} is missing")
+        elif not any(p for p in d.iterdir() if not p.name.startswith(".")):
+            problems.append(f"{d} is empty")
+    if problems:
+        raise ValueError(f"{kind} data for {out_dir} not found: {'; '.join(problems)}. Provide the dataset in "
+                         f"{kind} layout (train/ val/ test/) at {source}" + (f". {hint}" if hint else ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    same = source.resolve() == out_dir.resolve()
+    counts = {}
+    for split in SPLITS:
+        target = (source / split).resolve()
+        link = out_dir / split
+        if not same:
+            if link.is_symlink() or link.exists():
+                if not (link.is_symlink() and link.resolve() == target):
+                    raise ValueError(f"{link} exists and is not a link to {target}; remove it first")
+            else:
+                os.symlink(target, link, target_is_directory=True)
+        counts[split] = sum(1 for p in target.iterdir() if not p.name.startswith("."))
+    summary = {"source": str(source.resolve()), "kind": kind, "linked": not same, "entries": counts}
+    write_text_atomic(out_dir / marker, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    log.info("%s data at %s: %s", kind, out_dir, counts)
+    return summary

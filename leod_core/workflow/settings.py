@@ -1,0 +1,233 @@
+"""The workflow config (``workflow_config/*.yaml``, checked by ``schema.yaml``) turned into what each job needs:
+per-experiment settings, ``leod train`` / ``leod pseudo-label`` YAML configs and CLI arguments.
+
+A dataset block holds defaults for every experiment on it; its ``overrides`` list refines them by setting and
+label ratio (LEOD's per-ratio step counts, for example). An experiment that is not configured at all (a new
+ratio asked for on the command line) gets the dataset's settings with the overrides that match its ratio.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shlex
+from typing import Any
+
+from leod_core.workflow.paths import RESERVED_NAMES, check_ratio_wildcard, format_ratio
+
+#: Sections of a dataset block that the overrides list may refine (deep-merged, in list order).
+MERGED_SECTIONS = ("train", "self_train", "pseudo", "label_quality", "evaluate")
+#: Ways to get a dataset's data: generate it, or link what the user provides.
+DATA_SOURCES = ("synth", "raw", "preprocessed")
+
+#: ``leod train`` settings implied by the camera (overridable in ``train``).
+CAMERA_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gen1": {"model": {"num_classes": 2, "partition_split_32": 1},
+             "data": {"tflip_offset": -1, "downsample_by_2": False}},
+    "gen4": {"model": {"num_classes": 3, "partition_split_32": 2},
+             "data": {"tflip_offset": -2, "downsample_by_2": True}},
+    "synth": {"model": {"num_classes": 2, "partition_split_32": 1},
+              "data": {"tflip_offset": -1, "downsample_by_2": False}},
+}
+
+#: ``leod synth`` option for each key of a dataset's ``synth`` config block.
+_SYNTH_OPTIONS = {
+    "seed": "--seed", "height": "--height", "width": "--width", "duration_s": "--duration-s",
+    "num_train": "--num-train", "num_val": "--num-val", "num_test": "--num-test",
+}
+#: ``leod evaluate`` option for each key of an ``evaluate`` block.
+_EVALUATE_OPTIONS = {
+    "batch_size": "--batch-size", "sequence_length": "--sequence-length", "confidence": "--confidence",
+    "nms": "--nms", "autocast": "--autocast", "backend": "--backend",
+}
+
+
+# ---------------------------------------------------------------------------------------------- basics
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: ``base`` with ``update`` applied recursively (mappings merge, anything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def dataset_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """The config block of ``dataset``; a clear ``ValueError`` for a dataset that is not configured."""
+    datasets = config["datasets"]
+    if dataset not in datasets:
+        raise ValueError(f"dataset {dataset!r} is not configured (configured: {', '.join(sorted(datasets))}); "
+                         f"add it under 'datasets:' in the workflow config")
+    return datasets[dataset]
+
+
+def data_source(dataset_cfg: dict[str, Any]) -> str:
+    """Which of :data:`DATA_SOURCES` a dataset block uses (the schema allows exactly one)."""
+    present = [key for key in DATA_SOURCES if key in dataset_cfg]
+    if len(present) != 1:
+        raise ValueError(f"a dataset needs exactly one of {DATA_SOURCES}, got {present or 'none'}")
+    return present[0]
+
+
+def datasets_with_source(config: dict[str, Any], source: str) -> list[str]:
+    """Names of the configured datasets whose data comes from ``source``."""
+    return sorted(name for name, block in config["datasets"].items() if data_source(block) == source)
+
+
+def data_hint(dataset_cfg: dict[str, Any]) -> str:
+    """Where to get a user-provided dataset, from its ``download`` block (for the error when it is missing)."""
+    source = data_source(dataset_cfg)
+    files = dataset_cfg.get("download", {}).get(source)
+    if source == "synth" or not files:
+        return ""
+    if source == "preprocessed":
+        return f"Download {files['url']} (crc32 {files['crc32']}) and extract it so that train/ val/ test/ are there"
+    parts = ", ".join(f"{split}: {f['url']} (crc32 {f['crc32']})" for split, f in sorted(files.items()))
+    return f"Download the raw archives ({parts}) and extract them into train/ val/ test/ there"
+
+
+def name_pattern(names: list[str]) -> str:
+    """A wildcard constraint matching exactly ``names`` (none: a pattern that never matches)."""
+    return "|".join(names) if names else "(?!)"
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Checks beyond the JSON schema: experiments name configured datasets, ``full`` has ratio 1, reserved
+    dataset names, one data source per dataset. Raises ``ValueError`` naming the problem."""
+    for name, block in config["datasets"].items():
+        if name in RESERVED_NAMES:
+            raise ValueError(f"dataset name {name!r} is reserved (results/{name}/ holds other outputs)")
+        try:
+            data_source(block)
+        except ValueError as err:
+            raise ValueError(f"datasets.{name}: {err}") from None
+    for i, exp in enumerate(config["experiments"]):
+        where = f"experiments[{i}] ({exp['dataset']} {exp['setting']} {exp['ratio']})"
+        if exp["dataset"] not in config["datasets"]:
+            raise ValueError(f"{where}: dataset {exp['dataset']!r} is not configured")
+        try:
+            check_ratio_wildcard(format_ratio(exp["ratio"]), exp["setting"])
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+
+
+# ------------------------------------------------------------------------------------ experiment settings
+def _override_applies(when: dict[str, Any], setting: str, ratio: float) -> bool:
+    if "settings" in when and setting not in when["settings"]:
+        return False
+    if "min_ratio" in when and ratio < when["min_ratio"]:
+        return False
+    if "max_ratio" in when and ratio > when["max_ratio"]:
+        return False
+    return True
+
+
+def experiment_settings(config: dict[str, Any], dataset: str, setting: str, ratio: str | float) -> dict[str, Any]:
+    """Settings of one experiment: ``camera``, ``sequence_length`` and the :data:`MERGED_SECTIONS`, from the
+    dataset block refined by every matching entry of its ``overrides`` (in order)."""
+    block = dataset_config(config, dataset)
+    ratio_value = check_ratio_wildcard(ratio if isinstance(ratio, str) else format_ratio(ratio), setting)
+    out: dict[str, Any] = {"camera": block["camera"], "sequence_length": block["sequence_length"]}
+    for section in MERGED_SECTIONS:
+        out[section] = copy.deepcopy(block.get(section, {}))
+    for override in block.get("overrides", []):
+        if _override_applies(override.get("when", {}), setting, ratio_value):
+            out = deep_merge(out, {k: v for k, v in override.items() if k != "when"})
+    return out
+
+
+def downsampled_by_2(camera: str) -> bool:
+    """Whether a camera's preprocessed data is read at half resolution (1Mpx / gen4, as RVT and LEOD)."""
+    return camera == "gen4"
+
+
+# ------------------------------------------------------------------------------------------ job configs
+def train_job_config(settings: dict[str, Any], round_: int) -> dict[str, Any]:
+    """The ``leod train --config`` mapping of a round: camera defaults, the experiment's sequence length,
+    ``train``, and for rounds >= 1 ``self_train`` on top."""
+    length = {"data": {"sequence_length": settings["sequence_length"]}}
+    cfg = deep_merge(CAMERA_TRAIN_DEFAULTS[settings["camera"]], length)
+    cfg = deep_merge(cfg, settings["train"])
+    if int(round_) >= 1:
+        cfg = deep_merge(cfg, settings["self_train"])
+    return cfg
+
+
+def pseudo_job_config(settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``leod pseudo-label --config`` mapping (sections ``tta`` and ``tracker``)."""
+    pseudo = settings["pseudo"]
+    tta = deep_merge({"sequence_length": settings["sequence_length"]}, pseudo.get("tta", {}))
+    return {"tta": tta, "tracker": copy.deepcopy(pseudo.get("tracker", {}))}
+
+
+def job_config(settings: dict[str, Any], kind: str, round_: int) -> dict[str, Any]:
+    """``train`` or ``pseudo`` job config of a round (what the ``job_config`` rule writes as YAML)."""
+    if kind == "train":
+        return train_job_config(settings, round_)
+    if kind == "pseudo":
+        if int(round_) < 1:
+            raise ValueError("round 0 has no pseudo labels")
+        return pseudo_job_config(settings)
+    raise ValueError(f"unknown job config kind {kind!r} (train, pseudo)")
+
+
+def json_arg(value: Any) -> str:
+    """``value`` as one shell-quoted JSON word (for ``python -m leod_core.workflow write-config --json``)."""
+    return shlex.quote(json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+
+def train_devices(settings: dict[str, Any], round_: int) -> int:
+    """Devices (GPUs on a GPU machine) that one training job of this round uses (``trainer.devices``)."""
+    return int(train_job_config(settings, round_).get("trainer", {}).get("devices", 1))
+
+
+# ------------------------------------------------------------------------------------------- CLI args
+def synth_cli_args(synth_config: dict[str, Any]) -> str:
+    """``leod synth`` options for a dataset's ``synth`` block (keys checked by the config schema)."""
+    return " ".join(f"{_SYNTH_OPTIONS[key]} {value}" for key, value in sorted(synth_config.items()))
+
+
+def preprocess_cli_args(dataset_cfg: dict[str, Any]) -> str:
+    """``leod preprocess`` options: the ``preprocess`` block's preset (default: the camera's) and config."""
+    block = dataset_cfg.get("preprocess", {})
+    args = f"--preset {block.get('preset', dataset_cfg['camera'])}"
+    if "config" in block:
+        args += f" --config {shlex.quote(block['config'])}"
+    return args
+
+
+def evaluate_cli_args(settings: dict[str, Any], device: str) -> str:
+    """``leod evaluate`` options: camera, resolution, the ``evaluate`` block (sequence length defaults to the
+    experiment's), device."""
+    block = {"sequence_length": settings["sequence_length"], **settings["evaluate"]}
+    args = [f"--camera {settings['camera']}"]
+    if downsampled_by_2(settings["camera"]):
+        args.append("--downsampled-by-2")
+    args += [f"{_EVALUATE_OPTIONS[key]} {value}" for key, value in sorted(block.items())]
+    args.append(f"--device {device}")
+    return " ".join(args)
+
+
+def pseudo_label_cli_args(settings: dict[str, Any], device: str) -> str:
+    """``leod pseudo-label`` options besides paths and shard (the rest is in the YAML config)."""
+    return f"--camera {settings['camera']} --device {device}"
+
+
+def label_quality_cli_args(settings: dict[str, Any]) -> str:
+    """``leod label-quality`` options: camera, resolution, ``label_quality.min_track_len``."""
+    args = [f"--camera {settings['camera']}"]
+    if downsampled_by_2(settings["camera"]):
+        args.append("--downsampled-by-2")
+    if "min_track_len" in settings["label_quality"]:
+        args.append(f"--min-track-len {settings['label_quality']['min_track_len']}")
+    return " ".join(args)
+
+
+def video_cli_args(settings: dict[str, Any], device: str) -> str:
+    """``leod visualize`` options: camera, resolution, the experiment's sequence length, device."""
+    args = [f"--camera {settings['camera']}"]
+    if downsampled_by_2(settings["camera"]):
+        args.append("--downsampled-by-2")
+    args += [f"--sequence-length {settings['sequence_length']}", f"--device {device}"]
+    return " ".join(args)
