@@ -15,7 +15,7 @@ from leod_core.data.splits import read_split
 from leod_core.models.checkpoint import load_model_checkpoint
 from leod_core.pseudo.labeler import pseudo_label_sequences
 from leod_core.pseudo.shards import (ShardManifest, assign_shards, is_shard_complete, read_shard_manifest,
-                                     sequence_lengths, shard_sequence_dir, write_shard_manifest)
+                                     shard_sequence_dir, split_sequence_lengths, write_shard_manifest)
 from leod_core.pseudo.tracker import TrackerConfig
 from leod_core.pseudo.tta import TTAConfig
 from leod_core.pseudo.writer import is_complete_sequence, write_pseudo_sequence
@@ -27,12 +27,7 @@ def shard_sequences(data_dir: Path, split_path: Path, shard: int, num_shards: in
     """Names of the training sequences of the split that belong to shard ``shard`` of ``num_shards``."""
     if not 0 <= shard < num_shards:
         raise ValueError(f"shard {shard} is not in [0, {num_shards})")
-    split = read_split(split_path)
-    lengths = sequence_lengths(data_dir, "train", downsampled_by_2)
-    missing = sorted(set(split.labeled_frames) - set(lengths))
-    if missing:
-        raise ValueError(f"{split_path}: sequences {missing[:5]} are not in {data_dir}/train")
-    return assign_shards({name: lengths[name] for name in split.labeled_frames}, num_shards)[shard]
+    return assign_shards(split_sequence_lengths(data_dir, split_path, downsampled_by_2), num_shards)[shard]
 
 
 def pseudo_label_shard(checkpoint: Path, data_dir: Path, split_path: Path, shard_dir: Path, shard: int,

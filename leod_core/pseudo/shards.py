@@ -42,6 +42,7 @@ import numpy as np
 
 from leod_core.data.atomic import write_text_atomic
 from leod_core.data.formats import FormatError, PathLike, SequencePaths, open_event_repr, read_labels
+from leod_core.data.splits import read_split
 from leod_core.pseudo.writer import (detect_downsampled, is_complete_sequence, label_counts, link_eval_splits,
                                      link_path, make_tmp_dir, pseudo_sequence_files, samefile, sha256_bytes,
                                      swap_in, verify_pseudo_sequence)
@@ -102,6 +103,16 @@ def sequence_lengths(data_dir: PathLike, split: str = TRAIN, downsampled_by_2: b
 
 
 # ------------------------------------------------------------------------------------------ manifests
+def split_sequence_lengths(data_dir: Path, split_path: Path, downsampled_by_2: bool) -> dict[str, int]:
+    """Number of representations of every training sequence of the split (all must exist in ``data_dir``)."""
+    split = read_split(split_path)
+    lengths = sequence_lengths(data_dir, "train", downsampled_by_2)
+    missing = sorted(set(split.labeled_frames) - set(lengths))
+    if missing:
+        raise ValueError(f"{split_path}: sequences {missing[:5]} are not in {data_dir}/train")
+    return {name: lengths[name] for name in split.labeled_frames}
+
+
 def shard_sequence_dir(shard_dir: PathLike, seq: str) -> Path:
     """Where a shard job writes sequence ``seq``: ``{shard_dir}/train/{seq}``."""
     return Path(shard_dir) / TRAIN / seq

@@ -16,8 +16,7 @@ from typing import Any
 import yaml
 
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.splits import read_split
-from leod_core.pseudo.shards import assign_shards, sequence_lengths
+from leod_core.pseudo.shards import assign_shards, split_sequence_lengths
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +75,7 @@ def shard_list(data_dir: Path, split_path: Path, num_shards: int, downsampled_by
     same assignment ``leod pseudo-label --shard k --num-shards n`` makes (so no job gets an empty shard)."""
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    split = read_split(split_path)
-    lengths = sequence_lengths(data_dir, "train", downsampled_by_2)
-    missing = sorted(set(split.labeled_frames) - set(lengths))
-    if missing:
-        raise ValueError(f"{split_path}: sequences {missing[:5]} are not in {data_dir}/train")
-    names = {name: lengths[name] for name in split.labeled_frames}
+    names = split_sequence_lengths(data_dir, split_path, downsampled_by_2)
     n = min(int(num_shards), len(names))
     shards = assign_shards(names, n)
     return {"version": SHARD_LIST_VERSION, "num_shards": n, "requested_shards": int(num_shards),
