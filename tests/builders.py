@@ -46,3 +46,24 @@ def write_sequence(root: Path, num_reprs: int, labeled: list[int], seed: int, hw
     write_npy(paths.label_timestamps, ts[labeled])
     write_npy(paths.objframe_idx_2_repr_idx, np.asarray(labeled, dtype=np.int64))
     write_npy(paths.repr_timestamps, ts)
+
+
+def spread_logit_model(seed: int = 0, hw: tuple[int, int] = (64, 96), spread_boxes: bool = False):
+    """Tiny RVT (embed 16) with random weights whose objectness/class logits are spread (std ~1, bias 0), so
+    that plenty of boxes pass, fail and straddle every score filter; ``spread_boxes`` also spreads box sizes
+    (6-34 px). In eval mode."""
+    import torch
+
+    from leod_core.models.detector import RVTConfig, build_detector
+
+    torch.manual_seed(seed)
+    model = build_detector(RVTConfig.tiny(num_classes=2, input_hw=hw, embed_dim=16, dim_head=16)).eval()
+    head = model.yolox_head
+    scaled = [(conv, 3e4) for conv in (*head.obj_preds, *head.cls_preds)]
+    if spread_boxes:
+        scaled += [(conv, 3e3) for conv in head.reg_preds]
+    with torch.no_grad():
+        for conv, scale in scaled:
+            conv.bias.zero_()
+            conv.weight.mul_(scale)
+    return model

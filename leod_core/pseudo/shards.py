@@ -33,19 +33,18 @@ import heapq
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from leod_core.data.atomic import write_text_atomic
+from leod_core.data.atomic import atomic_dir, write_text_atomic
 from leod_core.data.formats import FormatError, PathLike, SequencePaths, open_event_repr, read_labels
 from leod_core.data.splits import read_split
 from leod_core.pseudo.writer import (detect_downsampled, is_complete_sequence, label_counts, link_eval_splits,
-                                     link_path, make_tmp_dir, pseudo_sequence_files, samefile, sha256_bytes,
-                                     swap_in, verify_pseudo_sequence)
+                                     link_path, pseudo_sequence_files, samefile, sha256_bytes,
+                                     verify_pseudo_sequence)
 
 log = logging.getLogger(__name__)
 
@@ -376,8 +375,7 @@ def merge_shards(shard_dirs: Sequence[PathLike], out_root: PathLike, source_root
                                   "dataset: refusing to replace it")
 
     totals = {key: 0 for key in _COUNT_KEYS}
-    staging = make_tmp_dir(out_root)
-    try:
+    with atomic_dir(out_root) as staging:
         (staging / TRAIN).mkdir()
         for shard_dir, manifest in shards:
             for name in sorted(manifest.sequences):
@@ -408,13 +406,6 @@ def merge_shards(shard_dirs: Sequence[PathLike], out_root: PathLike, source_root
                                "empty_sequences": len(m.empty_sequences), "extra": m.extra} for _, m in shards],
                    "per_sequence": dict(sorted(per_sequence.items()))}
         write_text_atomic(staging / SUMMARY_NAME, json.dumps(summary, indent=1, sort_keys=True) + "\n")
-        if os.path.lexists(out_root):
-            swap_in(staging, out_root)
-        else:
-            os.rename(staging, out_root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("merged %d shards into %s: %d sequences (%d empty), %d frames, %d boxes", num_shards, out_root,
              summary["sequences"], len(empty), totals["frames"], totals["boxes"])
     return summary

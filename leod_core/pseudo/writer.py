@@ -38,13 +38,13 @@ import io
 import logging
 import os
 import secrets
-import shutil
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from leod_core.data import formats
+from leod_core.data.atomic import atomic_dir
 from leod_core.data.formats import (IGNORE_CLASS_ID, PSEUDO_BBOX_DTYPE, FormatError, PathLike, SequenceLabels,
                                     SequencePaths, open_event_repr, read_labels, read_objframe_idx_2_repr_idx,
                                     same_fields)
@@ -245,31 +245,6 @@ def _same_content(seq_dir: Path, ev_target: Path, downsampled_by_2: bool, conten
     return all((seq_dir / rel).is_file() and (seq_dir / rel).read_bytes() == data for rel, data in contents.items())
 
 
-def make_tmp_dir(final: Path, tag: str = "tmp") -> Path:
-    """A new hidden sibling directory of ``final`` (created with the umask's permissions, unlike mkdtemp)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = final.parent / f".{final.name}.{tag}-{secrets.token_hex(4)}"
-        try:
-            tmp.mkdir()
-            return tmp
-        except FileExistsError:
-            continue
-
-
-def swap_in(tmp: Path, final: Path) -> None:
-    """Replace directory ``final`` by ``tmp``: rename the old one aside, rename the new one in, delete the old."""
-    old = make_tmp_dir(final, "old")
-    old.rmdir()
-    os.rename(final, old)
-    try:
-        os.rename(tmp, final)
-    except BaseException:
-        os.rename(old, final)
-        raise
-    shutil.rmtree(old)
-
-
 def write_pseudo_sequence(out_seq_dir: PathLike, source_seq_dir: PathLike, labels: SequenceLabels,
                           objframe_idx_2_repr_idx: np.ndarray, downsampled_by_2: bool, *,
                           overwrite: bool = False) -> str:
@@ -313,19 +288,11 @@ def write_pseudo_sequence(out_seq_dir: PathLike, source_seq_dir: PathLike, label
                 not _entries(out_seq_dir) <= _expected_entries(False) | _expected_entries(True):
             raise FileExistsError(f"{out_seq_dir} is not a pseudo-label sequence directory: refusing to replace it")
 
-    tmp = make_tmp_dir(out_seq_dir)
-    try:
+    with atomic_dir(out_seq_dir) as tmp:
         for rel, data in contents.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_bytes(data)
         link_path(tmp / ev_rel, ev_target)
-        if exists:
-            swap_in(tmp, out_seq_dir)
-        else:
-            os.rename(tmp, out_seq_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return "replaced" if exists else "written"
 
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from builders import write_sequence
+from builders import spread_logit_model, write_sequence
 from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, SequencePaths, read_event_repr
-from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.models.inference import (InferenceConfig, SequencePredictions, clamp_detections,
                                         iter_sequence_predictions, predictions_to_prophesee,
                                         sequence_to_prophesee)
@@ -31,14 +30,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def make_model(hw=HW) -> torch.nn.Module:
-    """Tiny RVT whose objectness/class logits are spread (std ~1, bias 0) so that it detects plenty."""
-    torch.manual_seed(0)
-    model = build_detector(RVTConfig.tiny(num_classes=2, input_hw=hw, embed_dim=16, dim_head=16)).eval()
-    with torch.no_grad():
-        for conv in list(model.yolox_head.obj_preds) + list(model.yolox_head.cls_preds):
-            conv.bias.zero_()
-            conv.weight.mul_(3e4)
-    return model
+    return spread_logit_model(seed=0, hw=hw)
 
 
 @pytest.fixture(scope="module")

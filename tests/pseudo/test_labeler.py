@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from builders import write_sequence
+from builders import spread_logit_model, write_sequence
 from leod_core.data.formats import PSEUDO_BBOX_DTYPE, SequenceLabels, SequencePaths, read_labels
 from leod_core.data.splits import LabelSplit
-from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.pseudo.labeler import concat_rows, pseudo_label_sequences, same_rows, track_and_summarize
 from leod_core.pseudo.tracker import TrackerConfig
 from leod_core.pseudo.tta import MergedSequence, TTAConfig, predict_sequence_views
@@ -108,16 +106,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(1)
-    m = build_detector(RVTConfig.tiny(num_classes=2, input_hw=(64, 96), embed_dim=16, dim_head=16)).eval()
-    with torch.no_grad():
-        for conv in list(m.yolox_head.obj_preds) + list(m.yolox_head.cls_preds):
-            conv.bias.zero_()
-            conv.weight.mul_(3e4)
-        for conv in m.yolox_head.reg_preds:
-            conv.bias.zero_()
-            conv.weight.mul_(3e3)
-    return m
+    return spread_logit_model(seed=1, spread_boxes=True)
 
 
 class CaptureWriter:

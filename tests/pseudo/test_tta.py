@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from builders import write_sequence
+from builders import spread_logit_model, write_sequence
 from leod_core.data.formats import (PROPHESEE_BBOX_DTYPE, PSEUDO_BBOX_DTYPE, EventReprWriter, SequenceLabels,
                                     SequencePaths, read_labels, write_labels, write_npy)
-from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.pseudo.tta import (ALL_VIEWS, MergedSequence, TTAConfig, filter_view_predictions, merge_views,
                                   predict_sequence_views)
 
@@ -56,19 +55,8 @@ def write_custom_sequence(root: Path, data: np.ndarray, labeled: list[int], ds2:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def make_model() -> nn.Module:
-    """Tiny RVT with random weights whose objectness/class logits (std ~1, bias 0) and box sizes (6-34 px) are
-    spread, so that plenty of boxes pass, fail and straddle every filter."""
-    torch.manual_seed(0)
-    model = build_detector(RVTConfig.tiny(num_classes=2, input_hw=HW, embed_dim=16, dim_head=16)).eval()
-    with torch.no_grad():
-        for conv in list(model.yolox_head.obj_preds) + list(model.yolox_head.cls_preds):
-            conv.bias.zero_()
-            conv.weight.mul_(3e4)
-        for conv in model.yolox_head.reg_preds:
-            conv.bias.zero_()
-            conv.weight.mul_(3e3)
-    return model
+def make_model():
+    return spread_logit_model(seed=0, hw=HW, spread_boxes=True)
 
 
 @pytest.fixture(scope="module")
