@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import List, Union
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -40,16 +41,26 @@ def _greedy_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, groups: Ten
     if groups is not None:
         g = groups[order]
         suppress &= g[:, None] == g[None, :]
-    sup = suppress.cpu().numpy()
-    removed = np.zeros(n, dtype=bool)
-    keep = []
+    keep = _greedy_keep(suppress.cpu().numpy())
+    return order[torch.from_numpy(keep).to(boxes.device)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_keep(suppress: np.ndarray) -> np.ndarray:
+    """Indices kept by greedy NMS given ``suppress[i, j]`` (bool [N, N], rows in decreasing score order)."""
+    n = suppress.shape[0]
+    removed = np.zeros(n, dtype=np.bool_)
+    keep = np.empty(n, dtype=np.int64)
+    count = 0
     for i in range(n):
         if removed[i]:
             continue
-        keep.append(i)
-        removed |= sup[i]
-    keep_t = torch.as_tensor(keep, dtype=torch.long, device=boxes.device)
-    return order[keep_t]
+        keep[count] = i
+        count += 1
+        for j in range(i + 1, n):
+            if suppress[i, j]:
+                removed[j] = True
+    return keep[:count]
 
 
 def nms(boxes_xyxy: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
