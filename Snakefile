@@ -10,6 +10,9 @@ configfile: "workflow_config/config.yaml"
 validate(config, "workflow_config/schema.yaml")
 
 
+report: "rules/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
@@ -22,3 +25,7 @@ rule all:
         *EXPERIMENT_TARGETS,
         TABLES,
     default_target: True
+
+
+onsuccess:
+    print(finished_message(TABLES))

@@ -167,13 +167,24 @@ def cmd_label_quality(args: argparse.Namespace) -> None:
 
 def cmd_tables(args: argparse.Namespace) -> None:
     from leod_core.evaluation.plots import write_plots
-    from leod_core.evaluation.tables import collect_results, write_tables
+    from leod_core.evaluation.tables import collect_gates, collect_results, write_tables
 
     results = collect_results(Path(args.results))
     if results.empty:
         raise ValueError(f"{args.results}: no round*/eval/test_metrics.json found")
-    written = write_tables(results, Path(args.out)) + write_plots(results, Path(args.plots))
+    gates = collect_gates(Path(args.results))
+    written = write_tables(results, Path(args.out), gates) + write_plots(results, Path(args.plots))
     log.info("wrote %s", ", ".join(str(p) for p in written))
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from leod_core.data.download import DownloadConfig, download_dataset
+
+    overrides = {k: v for k, v in {"retries": args.retries, "timeout_s": args.timeout_s}.items() if v is not None}
+    cfg = replace_fields(DownloadConfig(), overrides, "leod download")
+    summary = download_dataset(args.url, Path(args.archive), args.crc32, Path(args.out) if args.out else None, cfg,
+                               strip_single_top_level=not args.keep_top_level, progress=not args.no_progress)
+    log.info("%s: %s", args.out or args.archive, json.dumps(summary, sort_keys=True))
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -336,6 +347,21 @@ def _add_tables(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_tables)
 
 
+def _add_download(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("download", help="download an archive (resumable, retried, crc32-checked) and extract it")
+    p.add_argument("--url", required=True, help="archive URL (e.g. RVT's preprocessed gen1.tar)")
+    p.add_argument("--crc32", required=True, help="expected CRC-32 of the archive, 8 hex digits (e.g. 5acab6f3)")
+    p.add_argument("--archive", required=True, help="where the archive goes (<archive>.part while downloading)")
+    p.add_argument("--out", help="directory to extract into (atomically); without it the archive is only downloaded")
+    p.add_argument("--keep-top-level", action="store_true",
+                   help="extract as is; by default the archive's single top-level folder (gen1/, train/) is "
+                        "stripped so that --out holds its contents")
+    p.add_argument("--retries", type=int, help="failed attempts in a row tolerated before giving up "
+                                                "(an attempt that receives new bytes resets the count)")
+    p.add_argument("--timeout-s", type=float, help="socket timeout of each connect / read, in seconds")
+    p.set_defaults(func=cmd_download)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leod", description="LEOD label-efficient event-camera detection")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -343,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
         _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint, _add_evaluate,
-        _add_visualize, _add_pseudo_label, _add_merge_shards, _add_label_quality, _add_tables)
+        _add_visualize, _add_pseudo_label, _add_merge_shards, _add_label_quality, _add_tables, _add_download)
     for add in adders:
         add(sub)
     return parser

@@ -3,10 +3,10 @@ arguments. The logic lives in leod_core.workflow (unit-tested); these functions 
 to the checkpoints."""
 import os
 
-from leod_core.workflow import (SELF_TRAINING_ROUND, WILDCARD_PATTERNS, check_config, check_ratio_wildcard,
+from leod_core.workflow import (DOWNLOAD_SOURCE, SELF_TRAINING_ROUND, WILDCARD_PATTERNS, check_config, check_ratio_wildcard,
                                 data_hint, data_source, dataset_config, datasets_with_source, default_tables,
-                                downsampled_by_2, evaluate_cli_args, experiment_rounds, experiment_settings,
-                                gate_failure_message, job_config, json_arg, label_quality_cli_args, name_pattern,
+                                download_archive, downsampled_by_2, evaluate_cli_args, experiment_rounds, experiment_settings,
+                                finished_message, gate_failure_message, job_config, json_arg, label_quality_cli_args, name_pattern,
                                 preprocess_cli_args, pseudo_label_cli_args, read_gate_file, round_targets,
                                 synth_cli_args, train_devices, video_cli_args)
 from leod_core.workflow.jobs import read_shard_count
@@ -31,6 +31,7 @@ LEOD_ENV = "../envs/leod.yaml"
 SYNTH_DATASETS = name_pattern(datasets_with_source(config, "synth"))
 RAW_DATASETS = name_pattern(datasets_with_source(config, "raw"))
 PREPROCESSED_DATASETS = name_pattern(datasets_with_source(config, "preprocessed"))
+DOWNLOADED_DATASETS = name_pattern(datasets_with_source(config, DOWNLOAD_SOURCE))
 PREPROCESSED_HERE = name_pattern(datasets_with_source(config, "synth") + datasets_with_source(config, "raw"))
 
 
@@ -46,6 +47,18 @@ def preprocess_args(wildcards):
 def user_data_source(wildcards):
     block = dataset_config(config, wildcards.dataset)
     return block[data_source(block)]["path"]
+
+
+def archive_url(wildcards):
+    return download_archive(dataset_config(config, wildcards.dataset))["url"]
+
+
+def archive_crc32(wildcards):
+    return download_archive(dataset_config(config, wildcards.dataset))["crc32"]
+
+
+def archive_path(wildcards):
+    return f"results/downloads/{wildcards.dataset}/{os.path.basename(archive_url(wildcards))}"
 
 
 def user_data_hint(wildcards):

@@ -1,8 +1,10 @@
-"""Data stage: synthetic camera, or user-provided raw / preprocessed data -> RVT preprocessed layout -> split.
+"""Data stage: synthetic camera, RVT's downloaded archive, or user-provided raw / preprocessed data -> RVT
+preprocessed layout -> split.
 
-A dataset block names exactly one source (`synth`, `raw` or `preprocessed`); each source has its own rule,
-selected by the dataset wildcard's constraint. Gen1 / 1Mpx data is provided by the user (see paper.yaml):
-RVT's preprocessed archives are linked as they are, raw archives go through `leod preprocess`."""
+A dataset block names one source (`synth`, `raw` or `preprocessed`), or none and a `download.preprocessed`
+archive; each source has its own rule, selected by the dataset wildcard's constraint. Downloads resume
+(HTTP Range) and are checked against the configured crc32; user-provided preprocessed data is linked as it
+is, raw data goes through `leod preprocess`."""
 
 
 rule synth_raw:
@@ -41,6 +43,33 @@ rule link_raw:
     shell:
         "python -m leod_core.workflow link-data --kind raw --source {params.source:q}"
         " --out results/raw/{wildcards.dataset} --marker summary.json --hint={params.hint:q} > {log} 2>&1"
+
+
+rule download_preprocessed:
+    """RVT's preprocessed archive -> results/downloads/{dataset}/ (kept across reruns: an interrupted
+    download resumes), extracted once, then linked as results/data/{dataset}. A local rule: cluster login
+    nodes usually have the internet access that compute nodes lack."""
+    output:
+        DATA_MARKER,
+    params:
+        url=archive_url,
+        crc32=archive_crc32,
+        archive=archive_path,
+        extracted="results/downloads/{dataset}/preprocessed",
+    log:
+        "logs/data/{dataset}/download.log",
+    benchmark:
+        "benchmarks/data/{dataset}/download.tsv"
+    wildcard_constraints:
+        dataset=DOWNLOADED_DATASETS,
+    localrule: True
+    conda:
+        LEOD_ENV
+    shell:
+        "(leod --no-progress download --url {params.url:q} --crc32 {params.crc32} --archive {params.archive:q}"
+        " --out {params.extracted:q} && python -m leod_core.workflow link-data --kind preprocessed"
+        " --source {params.extracted:q} --out results/data/{wildcards.dataset} --marker preprocess_summary.json"
+        ") > {log} 2>&1"
 
 
 rule preprocess:

@@ -28,8 +28,9 @@ rule tables:
     input:
         *EXPERIMENT_TARGETS,
     output:
-        TABLES,
-        plots=directory("results/plots"),
+        *[report(path, caption="report/tables.rst", category="Tables") for path in TABLES],
+        plots=report(directory("results/plots"), patterns=["{name}.png"], caption="report/plots.rst",
+                     category="Plots"),
     params:
         out_dir=tables_dir,
     log:

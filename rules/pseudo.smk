@@ -109,7 +109,7 @@ checkpoint gate:
     input:
         f"{ROUND}/pseudo/quality.json",
     output:
-        f"{ROUND}/gate.json",
+        report(f"{ROUND}/gate.json", caption="report/gate.rst", category="Gates"),
     params:
         threshold=config["self_training"]["gate"]["threshold"],
         iou=config["self_training"]["gate"]["iou"],

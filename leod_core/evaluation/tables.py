@@ -8,7 +8,8 @@ Files read under ``results_dir`` (the workflow's ``results/``)::
 
 - ``test_metrics.json``: a JSON object of metric name -> number, as :func:`write_test_metrics` writes the
   dict of ``evaluate_detections`` (``AP``, ``AP_50``, ... fractions in [0, 1]). ``AP`` is the mAP.
-- ``gate.json``: a JSON object; its top-level scalars become columns ``gate_{key}``.
+- ``gate.json``: a JSON object; its top-level scalars become columns ``gate_{key}``. A round at or after a
+  failed gate (``"passed": false``) is left out: its model is left over from an earlier run.
 - ``quality.json``: pseudo-label quality of the labels round ``r`` trains on, see
   :data:`QUALITY_KEYS`: ``{"precision": {"0.5": p, ...}, "recall": {"0.5": r, ...}}`` with IoU thresholds
   as strings and fractions in [0, 1]; other keys are ignored. They become columns ``pl_precision@{thr}``
@@ -19,6 +20,10 @@ variant; sorted by setting as in ``SETTINGS``, then ratio, then variant), in mAP
 ``round 0 (baseline)``, ``round 1`` … ``round N``, ``full`` (round 0 of the dataset's ``full_1``
 experiment) and ``gap closed %`` = 100 × (best round ≥ 1 − round 0) / (full − round 0). A value that
 does not exist is missing (empty in the CSV, "–" in Markdown), never 0.
+
+The Markdown file also lists every self-training gate of the dataset (:func:`collect_gates`): the
+pseudo-label precision and recall at the gate's IoU, the threshold and the decision, also for a round
+that was not trained because its gate failed.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ BASELINE_COLUMN = "round 0 (baseline)"
 FULL_COLUMN = "full"
 GAP_COLUMN = "gap closed %"
 MISSING_MARK = "–"
+GATE_COLUMNS = ("precision", "recall", "iou", "threshold", "passed", "num_frames")
 _EXPERIMENT_RE = re.compile(r"^(?P<setting>[A-Za-z0-9-]+)_(?P<ratio>[^/_+]+)(?:\+(?P<variant>[^/]+))?$")
 _ROUND_RE = re.compile(r"^round(?P<round>\d+)$")
 
@@ -90,6 +96,11 @@ def _row_for(metrics_path: Path) -> dict[str, Any] | None:
     except ValueError:
         log.warning("skipping %s: ratio %r is not a number", metrics_path, exp["ratio"])
         return None
+    stopped_at = _failed_gate(exp_dir, int(rnd["round"]))
+    if stopped_at is not None:
+        log.info("leaving out %s: the gate of round %d failed (a model left from an earlier run)", metrics_path,
+                 stopped_at)
+        return None
     row: dict[str, Any] = {"dataset": exp_dir.parent.name, "setting": exp["setting"], "ratio": ratio,
                            "variant": exp["variant"] or "", "round": int(rnd["round"]),
                            "experiment": exp_dir.name}
@@ -103,6 +114,35 @@ def _row_for(metrics_path: Path) -> dict[str, Any] | None:
     if (round_dir / QUALITY_FILE).is_file():
         row.update(_quality_columns(round_dir / QUALITY_FILE))
     return row
+
+
+def _failed_gate(exp_dir: Path, round_: int) -> int | None:
+    """The first round in 1..``round_`` of the experiment whose gate.json says it failed, else None."""
+    for earlier in range(1, round_ + 1):
+        gate_path = exp_dir / f"round{earlier}" / GATE_FILE
+        if gate_path.is_file() and _read_json(gate_path).get("passed") is False:
+            return earlier
+    return None
+
+
+def collect_gates(results_dir: PathLike) -> pd.DataFrame:
+    """One row per ``round{r}/gate.json`` under ``results_dir``: :data:`ID_COLUMNS` and :data:`GATE_COLUMNS`."""
+    rows = []
+    for gate_path in sorted(Path(results_dir).glob(f"*/*/round*/{GATE_FILE.as_posix()}")):
+        exp, rnd = _EXPERIMENT_RE.match(gate_path.parent.parent.name), _ROUND_RE.match(gate_path.parent.name)
+        if exp is None or rnd is None:
+            continue
+        gate = _read_json(gate_path)
+        missing = [key for key in GATE_COLUMNS if key not in gate]
+        if missing:
+            raise FormatError(gate_path, f"missing {', '.join(missing)}")
+        rows.append({"dataset": gate_path.parent.parent.parent.name, "setting": exp["setting"],
+                     "ratio": float(exp["ratio"]), "variant": exp["variant"] or "", "round": int(rnd["round"]),
+                     **{key: gate[key] for key in GATE_COLUMNS}})
+    columns = ID_COLUMNS + list(GATE_COLUMNS)
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame(rows, columns=columns).sort_values(ID_COLUMNS, key=sort_key, ignore_index=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -163,15 +203,17 @@ def full_map(sub: pd.DataFrame) -> float:
     return float(hit[MAP_KEY].iloc[0]) * 100.0 if len(hit) else math.nan
 
 
-def write_tables(df: pd.DataFrame, out_dir: PathLike) -> list[Path]:
-    """Write ``{dataset}.csv`` and ``{dataset}.md`` for every dataset in ``df``; returns the paths."""
+def write_tables(df: pd.DataFrame, out_dir: PathLike, gates: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``{dataset}.csv`` and ``{dataset}.md`` for every dataset in ``df`` (the Markdown with the
+    dataset's rows of ``gates``, from :func:`collect_gates`, if given); returns the paths."""
     out_dir = Path(out_dir)
     written = []
     for dataset in sorted(df["dataset"].unique()):
         table = paper_table(df, dataset)
         csv_path, md_path = out_dir / f"{dataset}.csv", out_dir / f"{dataset}.md"
         write_text_atomic(csv_path, table.to_csv(index=False, na_rep=""))
-        write_text_atomic(md_path, _markdown(table, dataset))
+        dataset_gates = gates[gates["dataset"] == dataset] if gates is not None else gates
+        write_text_atomic(md_path, _markdown(table, dataset) + _gates_markdown(dataset_gates))
         written += [csv_path, md_path]
     return written
 
@@ -187,3 +229,23 @@ def _markdown(table: pd.DataFrame, dataset: str) -> str:
     align = ["left" if c in ("setting", "ratio", "variant") else "right" for c in shown.columns]
     body = shown.to_markdown(index=False, disable_numparse=True, colalign=align)
     return f"# {dataset}: test mAP (%) per self-training round\n\n{body}\n"
+
+
+def _gates_markdown(gates: pd.DataFrame | None) -> str:
+    """The gate section of a dataset's Markdown ("" without gates): precision and recall in percent."""
+    if gates is None or gates.empty:
+        return ""
+    shown = pd.DataFrame({
+        "setting": gates["setting"], "ratio": [f"{r * 100:g}%" for r in gates["ratio"]], "variant": gates["variant"],
+        "round": gates["round"].astype(str),
+        "pseudo-label precision": [f"{100 * p:.1f}" for p in gates["precision"]],
+        "recall": [f"{100 * r:.1f}" for r in gates["recall"]],
+        "at IoU": [f"{iou:g}" for iou in gates["iou"]],
+        "threshold": [f"{100 * t:.1f}" for t in gates["threshold"]],
+        "frames": gates["num_frames"].astype(str),
+        "decision": ["train" if passed else "stop" for passed in gates["passed"]]})
+    if not (shown["variant"] != "").any():
+        shown = shown.drop(columns="variant")
+    body = shown.to_markdown(index=False, disable_numparse=True)
+    return ("\n## Self-training gates: round r is trained on its pseudo labels only if their precision "
+            f"reaches the threshold\n\n{body}\n")

@@ -18,6 +18,8 @@ from leod_core.workflow.paths import RESERVED_NAMES, check_ratio_wildcard, forma
 MERGED_SECTIONS = ("train", "self_train", "pseudo", "label_quality", "evaluate")
 #: Ways to get a dataset's data: generate it, or link what the user provides.
 DATA_SOURCES = ("synth", "raw", "preprocessed")
+#: The source of a dataset block with none of :data:`DATA_SOURCES`: its ``download.preprocessed`` archive.
+DOWNLOAD_SOURCE = "download"
 
 #: ``leod train`` settings implied by the camera (overridable in ``train``).
 CAMERA_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -63,11 +65,22 @@ def dataset_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
 
 
 def data_source(dataset_cfg: dict[str, Any]) -> str:
-    """Which of :data:`DATA_SOURCES` a dataset block uses (the schema allows exactly one)."""
+    """Which of :data:`DATA_SOURCES` a dataset block uses, or :data:`DOWNLOAD_SOURCE` if it has none of them
+    but a ``download.preprocessed`` archive (then the workflow downloads it)."""
     present = [key for key in DATA_SOURCES if key in dataset_cfg]
+    if not present and "preprocessed" in dataset_cfg.get("download", {}):
+        return DOWNLOAD_SOURCE
     if len(present) != 1:
-        raise ValueError(f"a dataset needs exactly one of {DATA_SOURCES}, got {present or 'none'}")
+        raise ValueError(f"a dataset needs exactly one of {DATA_SOURCES} (or a download.preprocessed archive), "
+                         f"got {present or 'none'}")
     return present[0]
+
+
+def download_archive(dataset_cfg: dict[str, Any]) -> dict[str, str]:
+    """``url`` and ``crc32`` of the preprocessed archive a :data:`DOWNLOAD_SOURCE` dataset is fetched from."""
+    if data_source(dataset_cfg) != DOWNLOAD_SOURCE:
+        raise ValueError("this dataset is not downloaded: it names its data source")
+    return dataset_cfg["download"]["preprocessed"]
 
 
 def datasets_with_source(config: dict[str, Any], source: str) -> list[str]:
@@ -79,7 +92,7 @@ def data_hint(dataset_cfg: dict[str, Any]) -> str:
     """Where to get a user-provided dataset, from its ``download`` block (for the error when it is missing)."""
     source = data_source(dataset_cfg)
     files = dataset_cfg.get("download", {}).get(source)
-    if source == "synth" or not files:
+    if source in ("synth", DOWNLOAD_SOURCE) or not files:
         return ""
     if source == "preprocessed":
         return f"Download {files['url']} (crc32 {files['crc32']}) and extract it so that train/ val/ test/ are there"

@@ -91,3 +91,13 @@ def gate_failure_message(gate: dict[str, Any], path: str, round_: int) -> str:
     """Why round ``round_`` is not trained (for an explicit target past a failed gate)."""
     return (f"round {round_} is not trained: its gate failed ({gate.get('reason', 'see the file')}; {path}). "
             f"Lower self_training.gate.threshold to train it anyway.")
+
+
+def finished_message(tables: list[str]) -> str:
+    """What a finished run prints: where its tables (those of ``tables`` that exist), plots and report are."""
+    written = [path for path in tables if Path(path).is_file()]
+    if not written:
+        return "LEOD workflow finished; no table was asked for."
+    markdown = [path for path in written if path.endswith(".md")]
+    return (f"LEOD workflow finished. Tables: {', '.join(markdown or written)} (CSV next to them); "
+            f"plots: results/plots/; an HTML report: snakemake --report report.html")

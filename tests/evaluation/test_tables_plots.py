@@ -11,12 +11,19 @@ import pytest
 
 from leod_core.data.formats import FormatError
 from leod_core.evaluation import plots
-from leod_core.evaluation.tables import (BASELINE_COLUMN, FULL_COLUMN, GAP_COLUMN, collect_results, paper_table,
-                                         write_tables, write_test_metrics)
+from leod_core.evaluation.tables import (BASELINE_COLUMN, FULL_COLUMN, GAP_COLUMN, collect_gates, collect_results,
+                                         paper_table, write_tables, write_test_metrics)
 
 # experiment -> mAP (fraction) per round
 MAPS = {"wsod_0.01": [0.30, 0.36, 0.38], "wsod_0.02": [0.34, 0.39], "full_1": [0.46]}
 QUALITY = {("wsod_0.01", 1): (0.61, 0.42), ("wsod_0.01", 2): (0.66, 0.47), ("wsod_0.02", 1): (0.64, 0.45)}
+
+
+def write_gate(round_dir: Path, precision: float, recall: float, passed: bool) -> None:
+    round_dir.mkdir(parents=True, exist_ok=True)
+    (round_dir / "gate.json").write_text(json.dumps({
+        "passed": passed, "precision": precision, "recall": recall, "iou": 0.5, "threshold": 0.6,
+        "num_frames": 120, "reason": "precision vs threshold"}))
 
 
 def make_tree(root: Path, dataset: str = "gen1") -> Path:
@@ -30,7 +37,8 @@ def make_tree(root: Path, dataset: str = "gen1") -> Path:
                 (round_dir / "pseudo" / "quality.json").write_text(json.dumps(
                     {"precision": {"0.25": p + 0.1, "0.5": p, "0.75": p - 0.2},
                      "recall": {"0.25": rec + 0.1, "0.5": rec, "0.75": rec - 0.2}}))
-                (round_dir / "gate.json").write_text(json.dumps({"passed": True, "precision": p}))
+                write_gate(round_dir, p, rec, passed=True)
+    write_gate(root / dataset / "wsod_0.02" / "round2", 0.52, 0.4, passed=False)  # stopped: no metrics
     (root / "tables").mkdir(exist_ok=True)  # unrelated folders are ignored
     return root
 
@@ -75,6 +83,35 @@ def test_write_tables_csv_and_markdown(tmp_path):
     assert "| wsod" in lines[3] and "2%" in lines[3] and "–" in lines[3] and "0.0" not in lines[3]
     assert "38.0" in lines[2] and "50.0" in lines[2]  # round 2 and gap closed of wsod 1 %
     assert not list((tmp_path / "results" / "tables").glob(".*tmp*"))
+
+
+def test_gates_are_listed_with_the_table_also_for_stopped_rounds(tmp_path):
+    root = make_tree(tmp_path / "results")
+    gates = collect_gates(root)
+    assert list(zip(gates["ratio"], gates["round"], gates["passed"])) == [
+        (0.01, 1, True), (0.01, 2, True), (0.02, 1, True), (0.02, 2, False)]
+    write_tables(collect_results(root), tmp_path / "tables", gates)
+    md = (tmp_path / "tables" / "gen1.md").read_text()
+    section = md.split("## Self-training gates", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]
+    assert len(rows) == 4
+    assert "| 2%" in rows[3] and "52.0" in rows[3] and "40.0" in rows[3] and "60.0" in rows[3]
+    assert rows[3].rstrip(" |").endswith("stop") and rows[0].rstrip(" |").endswith("train")
+
+
+def test_rounds_at_or_after_a_failed_gate_are_left_out(tmp_path):
+    root = make_tree(tmp_path)
+    write_gate(root / "gen1" / "wsod_0.01" / "round1", 0.3, 0.2, passed=False)
+    df = collect_results(root)
+    assert sorted(df[df["experiment"] == "wsod_0.01"]["round"]) == [0]
+    assert sorted(df[df["experiment"] == "wsod_0.02"]["round"]) == [0, 1]
+
+
+def test_a_gate_without_its_numbers_is_a_format_error(tmp_path):
+    root = make_tree(tmp_path)
+    (root / "gen1" / "wsod_0.01" / "round1" / "gate.json").write_text(json.dumps({"passed": True}))
+    with pytest.raises(FormatError, match="missing precision, recall"):
+        collect_gates(root)
 
 
 def test_missing_full_experiment_gives_missing_gap(tmp_path):

@@ -16,8 +16,9 @@ from leod_core.models.train_job import job_from_mapping
 from leod_core.pseudo.shard_job import shard_sequences
 from leod_core.pseudo.tracker import TrackerConfig
 from leod_core.pseudo.tta import TTAConfig
-from leod_core.workflow import (Experiment, check_config, check_ratio_wildcard, data_hint, deep_merge,
-                                default_tables, evaluate_cli_args, experiment_dir, experiment_rounds,
+from leod_core.workflow import (DOWNLOAD_SOURCE, Experiment, check_config, check_ratio_wildcard, data_hint,
+                                data_source, deep_merge, default_tables, download_archive, evaluate_cli_args,
+                                finished_message, experiment_dir, experiment_rounds,
                                 experiment_settings, format_ratio, job_config, label_quality_cli_args,
                                 preprocess_cli_args, pseudo_label_cli_args, round_targets, synth_cli_args,
                                 train_devices, train_job_config, video_cli_args)
@@ -208,13 +209,30 @@ def test_generated_cli_args_are_accepted_by_leod():
 
 def test_data_hint_names_the_download():
     gen1 = paper_config()["datasets"]["gen1"]
-    assert "gen1.tar (crc32 5acab6f3)" in data_hint(gen1)
-    raw = {k: v for k, v in gen1.items() if k != "preprocessed"} | {"raw": {"path": "results/raw/gen1"}}
+    assert data_source(gen1) == DOWNLOAD_SOURCE and data_hint(gen1) == ""
+    assert download_archive(gen1) == {"url": "https://download.ifi.uzh.ch/rpg/RVT/datasets/preprocessed/gen1.tar",
+                                      "crc32": "5acab6f3"}
+    linked = gen1 | {"preprocessed": {"path": "datasets/gen1"}}
+    assert data_source(linked) == "preprocessed" and "gen1.tar (crc32 5acab6f3)" in data_hint(linked)
+    with pytest.raises(ValueError, match="not downloaded"):
+        download_archive(linked)
+    raw = gen1 | {"raw": {"path": "results/raw/gen1"}}
     assert "train: https://download.ifi.uzh.ch/rpg/RVT/datasets/gen1_tar/train.tar (crc32 3d23bd30)" in data_hint(raw)
     assert data_hint(load("config.yaml")["datasets"]["synth"]) == ""
 
 
 # -------------------------------------------------------------------------------------------- targets
+def test_finished_message_names_the_tables_that_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tables = ["results/tables/gen1.md", "results/tables/gen1.csv", "results/tables/gen4.md"]
+    assert "no table" in finished_message(tables)
+    (tmp_path / "results/tables").mkdir(parents=True)
+    for path in tables[:2]:
+        (tmp_path / path).write_text("x")
+    message = finished_message(tables)
+    assert "Tables: results/tables/gen1.md (CSV next to them)" in message and "gen4" not in message
+
+
 def _gates(passed: dict[int, bool]):
     def read_gate(round_):
         return {"passed": passed[round_]}

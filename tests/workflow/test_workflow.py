@@ -3,42 +3,24 @@ and (slow) the embedded default, shrunk, run end to end through round 1 and the 
 from __future__ import annotations
 
 import csv
+import functools
+import http.server
 import json
-import re
-import shutil
 import subprocess
+import tarfile
+import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-EXP = "results/synth/wsod_0.1"
-
-
-def snakemake(workdir: Path, *args: str, dry_run: bool = True) -> subprocess.CompletedProcess:
-    command = ["snakemake", *(["-n"] if dry_run else []), "--cores", "2", "--directory", str(workdir),
-               "--snakefile", str(REPO / "Snakefile"), *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Per-rule job counts of the last "Job stats" table a dry run prints."""
-    table = output.rsplit("Job stats:", 1)[1]
-    counts = {}
-    for line in table.splitlines()[3:]:
-        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
-        if not match:
-            break
-        counts[match[1]] = int(match[2])
-    return counts
+from runner import EXP, REPO, copy_config, edit_config, job_counts, shrink, snakemake
 
 
 @pytest.fixture
 def workdir(tmp_path) -> Path:
-    shutil.copytree(REPO / "workflow_config", tmp_path / "workflow_config")
-    return tmp_path
+    return copy_config(tmp_path)
 
 
 def test_dry_run_of_the_default_plans_the_loop_up_to_the_first_gate(workdir):
@@ -92,19 +74,32 @@ def test_config_typo_is_an_error_naming_the_key(workdir):
 
 
 def test_dry_run_plans_the_paper_dag(workdir):
-    """Every experiment of paper.yaml up to its round-1 gate (later rounds depend on the gate checkpoints)."""
+    """Every experiment of paper.yaml up to its round-1 gate (later rounds depend on the gate checkpoints),
+    starting from RVT's archives at their real URLs."""
     start = time.perf_counter()
-    result = snakemake(workdir, "--configfile", str(REPO / "workflow_config/paper.yaml"))
+    result = snakemake(workdir, "-p", "--configfile", str(REPO / "workflow_config/paper.yaml"))
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     assert elapsed < 30
     experiments, self_training = 18, 16          # 2 datasets x (wsod, ssod) x 4 ratios + 2 full rows
     assert job_counts(result.stdout) == {
-        "link_preprocessed": 2, "split": experiments, "job_config": experiments, "train_round0": experiments,
+        "download_preprocessed": 2, "split": experiments, "job_config": experiments, "train_round0": experiments,
         "evaluate": experiments, "shard_list": self_training, "merge_pseudo": self_training,
         "label_quality": self_training, "gate": self_training, "tables": 1, "all": 1,
         "total": 2 + 4 * experiments + 4 * self_training + 2}
+    for dataset, crc32 in (("gen1", "5acab6f3"), ("gen4", "c5ec7c38")):
+        assert (f"--url https://download.ifi.uzh.ch/rpg/RVT/datasets/preprocessed/{dataset}.tar --crc32 {crc32}"
+                in result.stdout)
     assert "synth" not in result.stdout           # paper.yaml's experiments replace the default's
+
+
+def paper_config_with_user_data(workdir: Path) -> Path:
+    """paper.yaml with gen1 read from datasets/gen1 (the user's copy) instead of downloaded."""
+    config = yaml.safe_load((REPO / "workflow_config/paper.yaml").read_text())
+    config["datasets"]["gen1"]["preprocessed"] = {"path": "datasets/gen1"}
+    path = workdir / "paper_user_data.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def test_lint_is_clean(workdir):
@@ -116,7 +111,7 @@ def test_lint_is_clean(workdir):
 
 def test_missing_user_data_fails_with_where_to_get_it(workdir):
     result = snakemake(workdir, "results/data/gen1/preprocess_summary.json",
-                       "--configfile", str(REPO / "workflow_config/paper.yaml"), dry_run=False)
+                       "--configfile", str(paper_config_with_user_data(workdir)), dry_run=False)
     assert result.returncode != 0
     log = (workdir / "logs/data/gen1/link.log").read_text()
     assert "datasets/gen1/train is missing" in log and "gen1.tar (crc32 5acab6f3)" in log
@@ -142,25 +137,59 @@ def test_user_provided_raw_data_is_linked_and_preprocessed(workdir):
     assert "nowhere/train is missing" in (workdir / "logs/raw/gone/link.log").read_text()
 
 
-def shrink(workdir: Path, threshold: float = 0.0) -> None:
-    """The embedded default at toy size: 3 train sequences of 2 s, 10 steps per round."""
-    path = workdir / "workflow_config/config.yaml"
-    config = yaml.safe_load(path.read_text())
-    synth = config["datasets"]["synth"]
-    synth["synth"].update(duration_s=2.0, num_train=3, num_val=1, num_test=1)
-    synth["train"]["optim"]["max_steps"] = 10
-    synth["train"]["data"]["batch_size"] = 2
-    synth["train"]["trainer"]["checkpoint_every_n_steps"] = 5
-    synth["self_train"]["optim"]["max_steps"] = 10
-    config["self_training"]["gate"]["threshold"] = threshold
-    path.write_text(yaml.safe_dump(config))
+@pytest.fixture
+def archive_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/served; yields its base URL."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", served
+    server.shutdown()
+    thread.join()
+
+
+def test_a_configured_download_is_fetched_checked_and_linked(workdir, archive_server):
+    """A dataset without a local source is downloaded from its `download.preprocessed` archive (here a tiny
+    synthetic dataset in RVT's preprocessed layout, served on 127.0.0.1); a wrong crc32 fails the job."""
+    url, served = archive_server
+    subprocess.run(["leod", "--no-progress", "synth", "--out", str(workdir / "raw"), "--duration-s", "1",
+                    "--num-train", "1", "--num-val", "1", "--num-test", "1"], check=True, capture_output=True)
+    subprocess.run(["leod", "--no-progress", "preprocess", "--raw", str(workdir / "raw"), "--out",
+                    str(workdir / "tiny"), "--preset", "synth"], check=True, capture_output=True)
+    with tarfile.open(served / "tiny.tar", "w") as tar:
+        tar.add(workdir / "tiny", arcname="tiny")
+    crc32 = f"{zlib.crc32((served / 'tiny.tar').read_bytes()):08x}"
+    wrong = f"{int(crc32, 16) ^ 1:08x}"
+
+    def add_downloaded_datasets(config: dict) -> None:
+        for name, checksum in (("fetched", crc32), ("corrupt", wrong)):
+            config["datasets"][name] = {"camera": "synth", "sequence_length": 5, "download": {
+                "preprocessed": {"url": f"{url}/tiny.tar", "crc32": checksum}}}
+
+    edit_config(workdir, add_downloaded_datasets)
+    result = snakemake(workdir, "results/data/fetched/preprocess_summary.json", dry_run=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "results/downloads/fetched/tiny.tar").is_file()
+    assert (workdir / "results/data/fetched/train").is_symlink()
+    assert len(list((workdir / "results/data/fetched/test").iterdir())) == 1
+    corrupt = snakemake(workdir, "results/data/corrupt/preprocess_summary.json", dry_run=False)
+    assert corrupt.returncode != 0
+    assert wrong in (workdir / "logs/data/corrupt/download.log").read_text()
+    assert not (workdir / "results/data/corrupt/preprocess_summary.json").exists()
+    assert not (workdir / "results/downloads/corrupt/tiny.tar").exists()
 
 
 @pytest.mark.slow
 def test_the_shrunk_default_runs_end_to_end(workdir):
-    shrink(workdir, threshold=0.0)
+    """Threshold 0: every gate passes and the loop runs to max_rounds (2); then a report; then threshold 1:
+    the loop stops after round 1's pseudo labels."""
+    shrink(workdir, threshold=0.0, max_rounds=2)
     result = snakemake(workdir, "all", "results/synth/ssod_0.5/split.json", dry_run=False)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert "LEOD workflow finished. Tables: results/tables/synth.md" in result.stdout + result.stderr
     from leod_core.data.splits import read_split
     wsod, ssod = read_split(workdir / EXP / "split.json"), read_split(workdir / "results/synth/ssod_0.5/split.json")
     assert wsod.num_sequences == ssod.num_sequences == 3
@@ -171,9 +200,11 @@ def test_the_shrunk_default_runs_end_to_end(workdir):
                  "round0/eval/test_metrics.json", "round1/pseudo/shard_list.json", "round1/pseudo_config.yaml",
                  "round1/pseudo/shards/0/shard.json", "round1/pseudo/shards/1/shard.json",
                  "round1/pseudo/dataset/pseudo_summary.json", "round1/pseudo/quality.json", "round1/gate.json",
-                 "round1/model.ckpt", "round1/train_state/last.ckpt", "round1/eval/test_metrics.json"]:
+                 "round1/model.ckpt", "round1/train_state/last.ckpt", "round1/eval/test_metrics.json",
+                 "round2/pseudo/quality.json", "round2/gate.json", "round2/model.ckpt", "round2/eval/test_metrics.json"]:
         assert (workdir / EXP / path).exists(), path
-    for metrics in ("round0", "round1"):
+    assert not (workdir / EXP / "round3").exists()
+    for metrics in ("round0", "round1", "round2"):
         assert "AP" in json.loads((workdir / EXP / metrics / "eval/test_metrics.json").read_text())
     gate = json.loads((workdir / EXP / "round1/gate.json").read_text())
     quality = json.loads((workdir / EXP / "round1/pseudo/quality.json").read_text())
@@ -183,8 +214,9 @@ def test_the_shrunk_default_runs_end_to_end(workdir):
 
     rows = list(csv.DictReader((workdir / "results/tables/synth.csv").open()))
     assert len(rows) == 1 and rows[0]["setting"] == "wsod"
-    assert rows[0]["round 0 (baseline)"] != "" and rows[0]["round 1"] != ""
-    assert "round 1" in (workdir / "results/tables/synth.md").read_text()
+    assert rows[0]["round 0 (baseline)"] != "" and rows[0]["round 1"] != "" and rows[0]["round 2"] != ""
+    table = (workdir / "results/tables/synth.md").read_text()
+    assert "round 2" in table and f"{100 * gate['precision']:.1f}" in table.split("## Self-training gates")[1]
     assert (workdir / "results/plots/synth_map.png").is_file()
     for mirrored in ("logs/synth/wsod_0.1/round1/train.log", "logs/synth/wsod_0.1/round1/pseudo/shards/0.log",
                      "benchmarks/synth/wsod_0.1/round1/pseudo/shards/1.tsv",
@@ -194,6 +226,10 @@ def test_the_shrunk_default_runs_end_to_end(workdir):
 
     again = snakemake(workdir)                    # a finished run has nothing left to do
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stdout
+    report = snakemake(workdir, "--report", "report.html", dry_run=False)
+    assert report.returncode == 0, report.stderr[-4000:]
+    html = (workdir / "report.html").read_text()
+    assert all(name in html for name in ("synth.md", "synth.csv", "synth_map.png", "Gates", "Tables"))
 
     # A stricter gate: round 1 is no longer part of the loop, and asking for it explains why.
     config_path = workdir / "workflow_config/config.yaml"
@@ -202,6 +238,9 @@ def test_the_shrunk_default_runs_end_to_end(workdir):
     assert stopped.returncode == 0, stopped.stderr[-4000:]
     gate = json.loads((workdir / EXP / "round1/gate.json").read_text())
     assert gate["passed"] is False and gate["threshold"] == 1.0 and "< threshold 1" in gate["reason"]
+    rows = list(csv.DictReader((workdir / "results/tables/synth.csv").open()))
+    assert rows[0]["round 0 (baseline)"] != "" and not rows[0].get("round 1")   # its old model is left out
+    assert "| stop" in (workdir / "results/tables/synth.md").read_text()
     refused = snakemake(workdir, f"{EXP}/round1/eval/test_metrics.json", "--forcerun", "train_self")
     assert refused.returncode != 0
     assert "round 1 is not trained: its gate failed" in refused.stdout + refused.stderr
