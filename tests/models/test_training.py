@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -105,19 +103,6 @@ def write_tiny_config(path: Path) -> Path:
     path.write_text("model:\n  size: tiny\n  overrides: {embed_dim: 16, dim_head: 16}\n"
                     "data: {sequence_length: 5, batch_size: 4, sampling: mixed, augment: true}\n")
     return path
-
-
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes_via_the_cli(small_dataset, tmp_path):
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "leod_core.cli", "--no-progress", "train", "--data", str(small_dataset.root),
-           "--split", str(small_dataset.split), "--out", str(out), "--config", str(write_tiny_config(tmp_path / "c.yaml")),
-           "--steps", "3", "--devices", "2", "--accelerator", "cpu", "--checkpoint-every", "3"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in result.stderr
-    assert torch.load(out / TRAIN_STATE_DIR / "last.ckpt", weights_only=True)["global_step"] == 3
-    assert (out / "model.ckpt").is_file()
 
 
 def test_cli_round0_and_soft_round_and_argument_errors(small_dataset, tmp_path, caplog):
