@@ -18,7 +18,7 @@ rule synth_raw:
         "benchmarks/raw/{dataset}/synth.tsv"
     wildcard_constraints:
         dataset=SYNTH_DATASETS,
-    threads: workflow.cores
+    threads: config["threads"]["data"]
     conda:
         LEOD_ENV
     shell:
@@ -85,7 +85,7 @@ rule preprocess:
         "benchmarks/data/{dataset}/preprocess.tsv"
     wildcard_constraints:
         dataset=PREPROCESSED_HERE,
-    threads: workflow.cores
+    threads: config["threads"]["data"]
     conda:
         LEOD_ENV
     shell:

@@ -59,6 +59,8 @@ rule video:
     wildcard_constraints:
         sequence=r"[^/]+",
     threads: config["threads"]["evaluate"]
+    resources:
+        gpu=1,
     conda:
         LEOD_ENV
     shell:
