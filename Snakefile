@@ -24,8 +24,14 @@ rule all:
     input:
         *EXPERIMENT_TARGETS,
         TABLES,
+        DEFAULT_ABLATION_TABLES,
     default_target: True
 
 
+rule ablation:
+    input:
+        ABLATION_TABLES,
+
+
 onsuccess:
-    print(finished_message(TABLES))
+    print(finished_message(TABLES + ABLATION_TABLES))

@@ -68,14 +68,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     flags = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
              for k, v in flags.items() if v is not None}
     job = replace_fields(job, flags, "leod train")
+    init = Path(args.init_weights) if args.init_weights else None
     if args.pseudo_data:
         if args.split:
             raise ValueError("--split and --pseudo-data exclude each other: a pseudo dataset uses every frame")
-        run_train_job(job, Path(args.pseudo_data), Path(args.out), split=None, pseudo=True)
+        run_train_job(job, Path(args.pseudo_data), Path(args.out), split=None, pseudo=True, init_weights=init)
     else:
         if not (args.data and args.split):
             raise ValueError("round 0 needs --data and --split (or --pseudo-data for a self-training round)")
-        run_train_job(job, Path(args.data), Path(args.out), split=Path(args.split), pseudo=False)
+        run_train_job(job, Path(args.data), Path(args.out), split=Path(args.split), pseudo=False, init_weights=init)
 
 
 def cmd_import_checkpoint(args: argparse.Namespace) -> None:
@@ -166,14 +167,21 @@ def cmd_label_quality(args: argparse.Namespace) -> None:
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
+    from leod_core.evaluation.ablation import collect_ablation, datasets_with_variants, write_ablation_tables
     from leod_core.evaluation.plots import write_plots
     from leod_core.evaluation.tables import collect_gates, collect_results, write_tables
 
-    results = collect_results(Path(args.results))
-    if results.empty:
-        raise ValueError(f"{args.results}: no round*/eval/test_metrics.json found")
-    gates = collect_gates(Path(args.results))
-    written = write_tables(results, Path(args.out), gates) + write_plots(results, Path(args.plots))
+    written = []
+    if args.write in ("all", "paper"):
+        results = collect_results(Path(args.results))
+        if results.empty:
+            raise ValueError(f"{args.results}: no round*/eval/test_metrics.json found")
+        gates = collect_gates(Path(args.results))
+        written += write_tables(results, Path(args.out), gates) + write_plots(results, Path(args.plots))
+    if args.write in ("all", "ablation"):
+        ablation = collect_ablation(Path(args.results), Path(args.benchmarks))
+        datasets = args.datasets or datasets_with_variants(ablation)
+        written += write_ablation_tables(ablation, Path(args.out), datasets)
     log.info("wrote %s", ", ".join(str(p) for p in written))
 
 
@@ -244,6 +252,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
     p.add_argument("--checkpoint-every", type=int, help="steps between train_state/last.ckpt writes")
     p.add_argument("--seed", type=int)
+    p.add_argument("--init-weights", help="start from this detector checkpoint's weights (LEOD's weight=), "
+                                          "e.g. the previous round's model.ckpt")
     p.set_defaults(func=cmd_train)
 
 
@@ -344,6 +354,13 @@ def _add_tables(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", default="results", help="results directory to scan")
     p.add_argument("--out", default="results/tables", help="directory for {dataset}.md / .csv")
     p.add_argument("--plots", default="results/plots", help="directory for the PNG plots")
+    p.add_argument("--write", choices=("all", "paper", "ablation"), default="all",
+                   help="the paper tables and plots, the ablation tables ({dataset}_ablation.md / .csv), or both")
+    p.add_argument("--datasets", nargs="+", metavar="DATASET",
+                   help="ablation tables of these datasets, written even without variants (default: every "
+                        "dataset with a +variant experiment)")
+    p.add_argument("--benchmarks", default="benchmarks",
+                   help="Snakemake benchmark files (the ablation's pseudo-labelling time: pseudo/shards/*.tsv)")
     p.set_defaults(func=cmd_tables)
 
 

@@ -3,12 +3,14 @@ arguments. The logic lives in leod_core.workflow (unit-tested); these functions 
 to the checkpoints."""
 import os
 
-from leod_core.workflow import (DOWNLOAD_SOURCE, SELF_TRAINING_ROUND, WILDCARD_PATTERNS, check_config, check_ratio_wildcard,
-                                data_hint, data_source, dataset_config, datasets_with_source, default_tables,
-                                download_archive, downsampled_by_2, evaluate_cli_args, experiment_rounds, experiment_settings,
-                                finished_message, gate_failure_message, job_config, json_arg, label_quality_cli_args, name_pattern,
-                                preprocess_cli_args, pseudo_label_cli_args, read_gate_file, round_targets,
-                                synth_cli_args, train_devices, video_cli_args)
+from leod_core.workflow import (DOWNLOAD_SOURCE, SELF_TRAINING_ROUND, WILDCARD_PATTERNS, ablation_by_default,
+                                ablation_datasets, ablation_rounds, ablation_tables, check_config,
+                                check_ratio_wildcard, data_hint, data_source, dataset_config, datasets_with_source,
+                                default_tables, download_archive, downsampled_by_2, evaluate_cli_args,
+                                experiment_rounds, experiment_settings, finished_message, gate_failure_message,
+                                job_config, json_arg, label_quality_cli_args, name_pattern, preprocess_cli_args,
+                                pseudo_label_cli_args, read_gate_file, round0_variant, round_targets, synth_cli_args,
+                                train_devices, variant_name, variant_overlay, variant_suffix, video_cli_args)
 from leod_core.workflow.jobs import read_shard_count
 
 
@@ -18,12 +20,12 @@ wildcard_constraints:
 
 check_config(config)
 
-# Path prefixes (DESIGN.md §1); logs/ and benchmarks/ mirror results/.
-EXP = "results/{dataset}/{setting}_{ratio}"
+# Path prefixes (DESIGN.md §1); logs/ and benchmarks/ mirror results/. {variant}: empty, or a plus sign and a name.
+EXP = "results/{dataset}/{setting}_{ratio}{variant}"
 ROUND = f"{EXP}/round{{round}}"
-LOG_EXP = "logs/{dataset}/{setting}_{ratio}"
+LOG_EXP = "logs/{dataset}/{setting}_{ratio}{variant}"
 LOG_ROUND = f"{LOG_EXP}/round{{round}}"
-BENCH_EXP = "benchmarks/{dataset}/{setting}_{ratio}"
+BENCH_EXP = "benchmarks/{dataset}/{setting}_{ratio}{variant}"
 BENCH_ROUND = f"{BENCH_EXP}/round{{round}}"
 DATA_MARKER = "results/data/{dataset}/preprocess_summary.json"
 LEOD_ENV = "../envs/leod.yaml"
@@ -66,14 +68,52 @@ def user_data_hint(wildcards):
 
 
 def split_data_marker(wildcards):
-    """The split's input; first checks the target's dataset and ratio so a malformed one fails clearly."""
+    """The split's input; first checks the target's dataset, ratio and variant so a malformed one fails clearly."""
     dataset_config(config, wildcards.dataset)
     check_ratio_wildcard(wildcards.ratio, wildcards.setting)
+    variant_of(wildcards)
     return DATA_MARKER.format(dataset=wildcards.dataset)
 
 
+def variant_of(wildcards):
+    """The target's variant name ("" for none); a clear error listing the known ones for an unknown name."""
+    name = variant_name(wildcards.variant)
+    variant_overlay(config, name)
+    return name
+
+
 def settings_of(wildcards):
-    return experiment_settings(config, wildcards.dataset, wildcards.setting, wildcards.ratio)
+    return experiment_settings(config, wildcards.dataset, wildcards.setting, wildcards.ratio, variant_of(wildcards))
+
+
+def round0_variant_of(wildcards):
+    """The {variant} whose split and round-0 model the target's experiment uses (the base's, "", unless the
+    variant changes round 0)."""
+    return variant_suffix(round0_variant(config, wildcards.dataset, wildcards.setting, wildcards.ratio,
+                                         variant_of(wildcards)))
+
+
+def split_file(wildcards):
+    """The experiment's label split (the base experiment's for a variant that shares round 0)."""
+    return f"{EXP}/split.json".format(**{**wildcards, "variant": round0_variant_of(wildcards)})
+
+
+def own_split_file(wildcards):
+    """Round 0's split; a clear error for a variant whose round 0 is the base experiment's."""
+    if round0_variant_of(wildcards) != wildcards.variant:
+        raise ValueError(f"variant {variant_of(wildcards)!r} does not change round 0: its round-0 model is "
+                         f"{model_of(wildcards, 0)}")
+    return split_file(wildcards)
+
+
+def model_of(wildcards, round_):
+    """Round ``round_``'s model.ckpt (round 0: the base experiment's for a variant that shares it)."""
+    variant = round0_variant_of(wildcards) if int(round_) == 0 else wildcards.variant
+    return f"{EXP}/round{round_}/model.ckpt".format(**{**wildcards, "variant": variant})
+
+
+def round_model(wildcards):
+    return model_of(wildcards, wildcards.round)
 
 
 def split_sequence_length(wildcards):
@@ -97,9 +137,11 @@ def train_gpus(wildcards):
     return train_devices(settings_of(wildcards), int(wildcards.round))
 
 
-def read_gate_checkpoint(dataset, setting, ratio, round_):
-    """A round's gate decision; raises (and so schedules the gate) until the gate checkpoint has run."""
-    path = checkpoints.gate.get(dataset=dataset, setting=setting, ratio=ratio, round=str(round_)).output[0]
+def read_gate_checkpoint(dataset, setting, ratio, variant, round_):
+    """A round's gate decision ({variant}: empty or plus-name); raises (and so schedules the gate) until the gate
+    checkpoint has run."""
+    path = checkpoints.gate.get(dataset=dataset, setting=setting, ratio=ratio, variant=variant,
+                                round=str(round_)).output[0]
     return read_gate_file(path)
 
 
@@ -107,7 +149,7 @@ def passed_gate(wildcards):
     """Round r >= 1 trains only if its gate passed: its gate.json once the gate checkpoint has run (a clear
     error if it failed); until then the gate checkpoint's target, so that it is scheduled."""
     round_ = int(wildcards.round)
-    gate = read_gate_checkpoint(wildcards.dataset, wildcards.setting, wildcards.ratio, round_)
+    gate = read_gate_checkpoint(wildcards.dataset, wildcards.setting, wildcards.ratio, wildcards.variant, round_)
     path = f"{ROUND}/gate.json".format(**wildcards)
     if not gate["passed"]:
         raise ValueError(gate_failure_message(gate, path, round_))
@@ -116,7 +158,20 @@ def passed_gate(wildcards):
 
 # ------------------------------------------------------------------------------------------ pseudo labels
 def previous_model(wildcards):
-    return f"{EXP}/round{int(wildcards.round) - 1}/model.ckpt".format(**wildcards)
+    return model_of(wildcards, int(wildcards.round) - 1)
+
+
+def init_weights(wildcards):
+    """The previous round's model if self-training rounds start from it (self_training.init), else nothing."""
+    return [previous_model(wildcards)] if config["self_training"]["init"] == "previous_round" else []
+
+
+def init_weights_args(wildcards, input):
+    return f"--init-weights {input.init[0]}" if input.init else ""
+
+
+def init_weights_resume_input(wildcards, input):
+    return f"init={input.init[0]}" if input.init else ""
 
 
 def shard_list_args(wildcards):
@@ -174,14 +229,18 @@ def round_targets_function(exp, round_):
     (experiment, round): an unfinished gate holds back only the rounds after it."""
 
     def read_gate(gate_round):
-        return read_gate_checkpoint(exp.dataset, exp.setting, exp.ratio, gate_round)
+        return read_gate_checkpoint(exp.dataset, exp.setting, exp.ratio, variant_suffix(exp.variant), gate_round)
 
     def round_files(wildcards):
         return round_targets(exp, round_, read_gate)
 
-    round_files.__name__ = f"targets_{exp.dataset}_{exp.setting}_{exp.ratio}_round{round_}"
+    round_files.__name__ = f"targets_{exp.dataset}_{exp.name}_round{round_}"
     return round_files
 
 
 EXPERIMENT_TARGETS = [round_targets_function(exp, round_) for exp, round_ in experiment_rounds(config)]
 TABLES = default_tables(config)
+ABLATION_TARGETS = [round_targets_function(exp, round_) for exp, round_ in ablation_rounds(config)]
+ABLATION_DATASETS = ablation_datasets(config)
+ABLATION_TABLES = ablation_tables(config)
+DEFAULT_ABLATION_TABLES = ABLATION_TABLES if ablation_by_default(config) else []

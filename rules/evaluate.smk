@@ -1,10 +1,11 @@
-"""Evaluation: every trained round's model on the test split; tables and plots over all evaluated rounds;
+"""Evaluation: every trained round's model on the test split; tables and plots over all evaluated rounds; the
+ablation tables (variants vs. their base: mAP, pseudo-label quality and time; `snakemake ablation`);
 prediction videos on request (a target such as results/videos/synth/wsod_0.1/round1/<test sequence>.mp4)."""
 
 
 rule evaluate:
     input:
-        model=f"{ROUND}/model.ckpt",
+        model=round_model,
         data=DATA_MARKER,
     output:
         f"{ROUND}/eval/test_metrics.json",
@@ -41,21 +42,42 @@ rule tables:
     conda:
         LEOD_ENV
     shell:
-        "leod --no-progress tables --results results --out {params.out_dir} --plots {output.plots} > {log} 2>&1"
+        "leod --no-progress tables --write paper --results results --out {params.out_dir} --plots {output.plots}"
+        " > {log} 2>&1"
+
+
+rule ablation_tables:
+    input:
+        *ABLATION_TARGETS,
+    output:
+        *[report(path, caption="report/ablation.rst", category="Tables") for path in ABLATION_TABLES],
+    params:
+        out_dir=tables_dir,
+        datasets=" ".join(ABLATION_DATASETS),
+    log:
+        "logs/tables/ablation.log",
+    benchmark:
+        "benchmarks/tables/ablation.tsv"
+    localrule: True
+    conda:
+        LEOD_ENV
+    shell:
+        "leod --no-progress tables --write ablation --datasets {params.datasets} --results results"
+        " --benchmarks benchmarks --out {params.out_dir} > {log} 2>&1"
 
 
 rule video:
     input:
-        model=f"{ROUND}/model.ckpt",
+        model=round_model,
         data=DATA_MARKER,
     output:
-        f"results/videos/{{dataset}}/{{setting}}_{{ratio}}/round{{round}}/{{sequence}}.mp4",
+        f"results/videos/{{dataset}}/{{setting}}_{{ratio}}{{variant}}/round{{round}}/{{sequence}}.mp4",
     params:
         args=video_args,
     log:
-        f"logs/videos/{{dataset}}/{{setting}}_{{ratio}}/round{{round}}/{{sequence}}.log",
+        f"logs/videos/{{dataset}}/{{setting}}_{{ratio}}{{variant}}/round{{round}}/{{sequence}}.log",
     benchmark:
-        f"benchmarks/videos/{{dataset}}/{{setting}}_{{ratio}}/round{{round}}/{{sequence}}.tsv"
+        f"benchmarks/videos/{{dataset}}/{{setting}}_{{ratio}}{{variant}}/round{{round}}/{{sequence}}.tsv"
     wildcard_constraints:
         sequence=r"[^/]+",
     threads: config["threads"]["evaluate"]

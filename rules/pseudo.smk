@@ -9,7 +9,7 @@ model, other thresholds) start the shard afresh instead."""
 checkpoint shard_list:
     input:
         data=DATA_MARKER,
-        split=f"{EXP}/split.json",
+        split=split_file,
     output:
         f"{ROUND}/pseudo/shard_list.json",
     params:
@@ -32,7 +32,7 @@ rule pseudo_label:
     input:
         model=previous_model,
         data=DATA_MARKER,
-        split=f"{EXP}/split.json",
+        split=split_file,
         shard_list=f"{ROUND}/pseudo/shard_list.json",
         config=f"{ROUND}/pseudo_config.yaml",
     output:
@@ -87,7 +87,7 @@ rule label_quality:
     input:
         pseudo=f"{ROUND}/pseudo/dataset",
         data=DATA_MARKER,
-        split=f"{EXP}/split.json",
+        split=split_file,
     output:
         f"{ROUND}/pseudo/quality.json",
     params:

@@ -26,7 +26,7 @@ rule job_config:
 rule train_round0:
     input:
         data=DATA_MARKER,
-        split=f"{EXP}/split.json",
+        split=own_split_file,
         config=f"{ROUND}/train_config.yaml",
     output:
         model=f"{ROUND}/model.ckpt",
@@ -56,11 +56,14 @@ rule train_self:
         pseudo=f"{ROUND}/pseudo/dataset",
         config=f"{ROUND}/train_config.yaml",
         gate=passed_gate,
+        init=init_weights,
     output:
         model=f"{ROUND}/model.ckpt",
     params:
         out_dir=output_dir,
         state_dir=train_state_dir,
+        init=init_weights_args,
+        init_input=init_weights_resume_input,
     log:
         f"{LOG_ROUND}/train.log",
     benchmark:
@@ -74,6 +77,6 @@ rule train_self:
         LEOD_ENV
     shell:
         "(python -m leod_core.workflow prepare-resume --dir {params.state_dir}"
-        " --input pseudo={input.pseudo}/pseudo_summary.json config={input.config}"
+        " --input pseudo={input.pseudo}/pseudo_summary.json config={input.config} {params.init_input}"
         " && OMP_NUM_THREADS={threads} leod --no-progress train --pseudo-data {input.pseudo}"
-        " --config {input.config} --out {params.out_dir}) > {log} 2>&1"
+        " --config {input.config} --out {params.out_dir} {params.init}) > {log} 2>&1"

@@ -84,35 +84,42 @@ def collect_results(results_dir: PathLike) -> pd.DataFrame:
     return df.sort_values(ID_COLUMNS, key=sort_key).reset_index(drop=True)
 
 
-def _row_for(metrics_path: Path) -> dict[str, Any] | None:
-    round_dir = metrics_path.parent.parent
+def round_ids(round_dir: Path, found: Path) -> dict[str, Any] | None:
+    """:data:`ID_COLUMNS` and ``experiment`` of ``{dataset}/{setting}_{ratio}[+{variant}]/round{r}``; None (with
+    a logged warning naming the file ``found`` under it) for a directory that is not laid out so."""
     exp_dir = round_dir.parent
     exp, rnd = _EXPERIMENT_RE.match(exp_dir.name), _ROUND_RE.match(round_dir.name)
     if exp is None or rnd is None:
-        log.warning("skipping %s: not under {setting}_{ratio}[+variant]/round{r}", metrics_path)
+        log.warning("skipping %s: not under {setting}_{ratio}[+variant]/round{r}", found)
         return None
     try:
         ratio = float(exp["ratio"])
     except ValueError:
-        log.warning("skipping %s: ratio %r is not a number", metrics_path, exp["ratio"])
+        log.warning("skipping %s: ratio %r is not a number", found, exp["ratio"])
         return None
-    stopped_at = _failed_gate(exp_dir, int(rnd["round"]))
+    return {"dataset": exp_dir.parent.name, "setting": exp["setting"], "ratio": ratio, "variant": exp["variant"] or "",
+            "round": int(rnd["round"]), "experiment": exp_dir.name}
+
+
+def _row_for(metrics_path: Path) -> dict[str, Any] | None:
+    round_dir = metrics_path.parent.parent
+    row = round_ids(round_dir, metrics_path)
+    if row is None:
+        return None
+    stopped_at = _failed_gate(round_dir.parent, row["round"])
     if stopped_at is not None:
         log.info("leaving out %s: the gate of round %d failed (a model left from an earlier run)", metrics_path,
                  stopped_at)
         return None
-    row: dict[str, Any] = {"dataset": exp_dir.parent.name, "setting": exp["setting"], "ratio": ratio,
-                           "variant": exp["variant"] or "", "round": int(rnd["round"]),
-                           "experiment": exp_dir.name}
-    metrics = {k: float(v) for k, v in _read_json(metrics_path).items()
+    metrics = {k: float(v) for k, v in read_json(metrics_path).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if MAP_KEY not in metrics:
         raise FormatError(metrics_path, f"no numeric {MAP_KEY!r} entry")
     row.update(metrics)
     if (round_dir / GATE_FILE).is_file():
-        row.update({f"gate_{k}": v for k, v in _scalars(_read_json(round_dir / GATE_FILE)).items()})
+        row.update({f"gate_{k}": v for k, v in _scalars(read_json(round_dir / GATE_FILE)).items()})
     if (round_dir / QUALITY_FILE).is_file():
-        row.update(_quality_columns(round_dir / QUALITY_FILE))
+        row.update(quality_columns(round_dir / QUALITY_FILE))
     return row
 
 
@@ -120,7 +127,7 @@ def _failed_gate(exp_dir: Path, round_: int) -> int | None:
     """The first round in 1..``round_`` of the experiment whose gate.json says it failed, else None."""
     for earlier in range(1, round_ + 1):
         gate_path = exp_dir / f"round{earlier}" / GATE_FILE
-        if gate_path.is_file() and _read_json(gate_path).get("passed") is False:
+        if gate_path.is_file() and read_json(gate_path).get("passed") is False:
             return earlier
     return None
 
@@ -132,7 +139,7 @@ def collect_gates(results_dir: PathLike) -> pd.DataFrame:
         exp, rnd = _EXPERIMENT_RE.match(gate_path.parent.parent.name), _ROUND_RE.match(gate_path.parent.name)
         if exp is None or rnd is None:
             continue
-        gate = _read_json(gate_path)
+        gate = read_json(gate_path)
         missing = [key for key in GATE_COLUMNS if key not in gate]
         if missing:
             raise FormatError(gate_path, f"missing {', '.join(missing)}")
@@ -145,7 +152,7 @@ def collect_gates(results_dir: PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values(ID_COLUMNS, key=sort_key, ignore_index=True)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -159,8 +166,9 @@ def _scalars(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}
 
 
-def _quality_columns(path: Path) -> dict[str, float]:
-    data = _read_json(path)
+def quality_columns(path: Path) -> dict[str, float]:
+    """``pl_precision@{thr}`` and ``pl_recall@{thr}`` of a ``quality.json``."""
+    data = read_json(path)
     out = {}
     for key in QUALITY_KEYS:
         per_thr = data.get(key, {})

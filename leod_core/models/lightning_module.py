@@ -16,6 +16,9 @@ from leod_core.data.batch import Batch
 from leod_core.models.detector import RVTConfig, States, build_detector
 from leod_core.models.loss import LossConfig, YoloXLoss
 
+#: Shortest OneCycle warm-up (steps) of a run too short for LEOD's ``pct_start`` to give more than one.
+MIN_WARMUP_STEPS = 2
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -40,19 +43,49 @@ def to_yolox_targets(labels: Tensor) -> Tensor:
                         labels[:, lt.OBJECTNESS], labels[:, lt.CLASS_CONFIDENCE]], dim=1)
 
 
+def label_steps(labels: list[list[Tensor | None]], use_label_every: int) -> list[list[Tensor | None]]:
+    """LEOD's ``use_label_every = k`` (``get_subsample_label_idx``): labels per step (``[L][B]``) with the
+    all-pseudo frames (every row ``t == 0``) kept only at steps ``1, 1 + k, ...`` and the last step; frames
+    holding ground truth are always kept. ``k = 1`` keeps everything."""
+    if use_label_every < 1:
+        raise ValueError(f"use_label_every must be >= 1, got {use_label_every}")
+    if use_label_every == 1:
+        return labels
+    kept_steps = set(range(1, len(labels), use_label_every)) | {len(labels) - 1}
+
+    def keep(step: int, frame: Tensor | None) -> Tensor | None:
+        if frame is None or step in kept_steps or bool((frame[:, lt.T] != 0).any()):
+            return frame
+        return None
+
+    return [[keep(step, frame) for frame in columns] for step, columns in enumerate(labels)]
+
+
+def warmup_fraction(cfg: OptimConfig) -> float:
+    """OneCycle's ``pct_start``: LEOD's, unless that gives at most one warm-up step (short runs), where torch's
+    OneCycleLR divides by zero (exactly one step) or skips the warm-up; then :data:`MIN_WARMUP_STEPS` warm-up
+    steps, fewer if the run is too short to leave a decay phase (a single-step run keeps LEOD's)."""
+    if cfg.pct_start * cfg.max_steps > 1 or cfg.max_steps < 2:
+        return cfg.pct_start
+    return min(MIN_WARMUP_STEPS, (1 + cfg.max_steps) / 2) / cfg.max_steps
+
+
 class DetectionModule(pl.LightningModule):
     """Trains :class:`~leod_core.models.detector.RVTDetector` with truncated BPTT over each batch.
 
     Recurrent states are carried between batches per DataLoader worker (LEOD's ``RNNStates``) and zeroed
-    for columns where ``batch.is_first_sample``; the FPN and head run once on every labeled (step, column).
+    for columns where ``batch.is_first_sample``; the FPN and head run once on every labeled (step, column),
+    with all-pseudo frames thinned to every ``use_label_every``-th step (:func:`label_steps`).
     """
 
-    def __init__(self, model_config: RVTConfig, loss_config: LossConfig, optim_config: OptimConfig):
+    def __init__(self, model_config: RVTConfig, loss_config: LossConfig, optim_config: OptimConfig,
+                 use_label_every: int = 1):
         super().__init__()
         self.save_hyperparameters({"model": model_config.to_dict(), "loss": asdict(loss_config),
-                                   "optim": asdict(optim_config)})
+                                   "optim": asdict(optim_config), "use_label_every": use_label_every})
         self.model_config = model_config
         self.optim_config = optim_config
+        self.use_label_every = use_label_every
         self.mdl = build_detector(model_config)
         self.loss_fn = YoloXLoss(model_config.num_classes, loss_config)
         self._states: dict[int, States] = {}
@@ -73,15 +106,16 @@ class DetectionModule(pl.LightningModule):
         fpn_stages = self.model_config.fpn_in_stages
         features: dict[int, list[Tensor]] = defaultdict(list)
         targets: list[Tensor] = []
+        labels = label_steps(batch.labels, self.use_label_every)
         for step in range(batch.sequence_length):
             stage_features, states = self.mdl.forward_backbone(batch.ev_repr[step], states)
-            columns = [b for b, labels in enumerate(batch.labels[step]) if labels is not None]
+            columns = [b for b, frame in enumerate(labels[step]) if frame is not None]
             if not columns:
                 continue
             index = torch.tensor(columns, device=batch.ev_repr.device)
             for stage in fpn_stages:
                 features[stage].append(stage_features[stage].index_select(0, index))
-            targets.extend(to_yolox_targets(batch.labels[step][b]) for b in columns)
+            targets.extend(to_yolox_targets(labels[step][b]) for b in columns)
         self._states[batch.worker_id] = self.mdl.detach_states(states)
         return {stage: torch.cat(parts) for stage, parts in features.items()}, targets
 
@@ -101,7 +135,7 @@ class DetectionModule(pl.LightningModule):
         cfg = self.optim_config
         optimizer = torch.optim.AdamW(self.mdl.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.learning_rate, total_steps=cfg.max_steps, pct_start=cfg.pct_start,
+            optimizer, max_lr=cfg.learning_rate, total_steps=cfg.max_steps, pct_start=warmup_fraction(cfg),
             div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor / cfg.div_factor,
             anneal_strategy="linear", cycle_momentum=False)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -14,12 +14,16 @@ from leod_core.config import replace_fields
 from leod_core.data.augment import AugmentConfig
 from leod_core.data.formats import SequencePaths, open_event_repr
 from leod_core.data.loaders import build_train_loader
+from leod_core.models.checkpoint import load_into, load_rvt_state_dict
 from leod_core.models.detector import RVTConfig
 from leod_core.models.lightning_module import OptimConfig
 from leod_core.models.loss import LossConfig, expand_class_thresholds
 from leod_core.models.train import ResumableDetectionModule, TrainerConfig, fit
 
 log = logging.getLogger(__name__)
+
+#: Anchor assignment on pseudo labels: LEOD's soft one (low-score boxes become ignore boxes) or plain hard.
+ASSIGNMENTS = ("soft", "hard")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class DataConfig:
     tflip_offset: int = -1               # gen1 -1, gen4 -2
     downsample_by_2: bool = False        # gen4
     augment: bool = True                 # LEOD's label-efficient augmentation (h-flip, zoom, time flip)
+    use_label_every: int = 1             # LEOD model.use_label_every: all-pseudo frames only at steps 1::k and L-1
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,12 @@ class TrainJob:
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     soft_ignore_bbox_thresh: tuple[float, ...] = (0.7, 0.35)   # rnndet-soft, gen1 order [car, ped]
+    pseudo_assignment: str = "soft"      # on pseudo labels: LEOD's soft (rnndet-soft) or YOLOX's hard (rnndet)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pseudo_assignment not in ASSIGNMENTS:
+            raise ValueError(f"pseudo_assignment must be one of {ASSIGNMENTS}, got {self.pseudo_assignment!r}")
 
 
 def frame_hw(data_dir: Path, downsample_by_2: bool) -> tuple[int, int]:
@@ -69,25 +79,33 @@ def frame_hw(data_dir: Path, downsample_by_2: bool) -> tuple[int, int]:
         return tuple(int(v) for v in h5["data"].shape[2:])
 
 
-def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | None, pseudo: bool) -> Path:
+def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | None, pseudo: bool,
+                  init_weights: Path | None = None) -> Path:
     """Train on ``data_dir`` (with the label ``split``, or every labeled frame when ``split`` is None) into
-    ``out_dir``; ``pseudo`` selects LEOD's soft anchor assignment. Returns ``out_dir/model.ckpt``."""
+    ``out_dir``; ``pseudo`` (training on pseudo labels) selects ``job.pseudo_assignment``, LEOD's soft anchor
+    assignment by default. ``init_weights`` (a detector checkpoint of the same model, e.g. the previous round's
+    ``model.ckpt``) starts from its weights instead of a fresh initialisation (LEOD's ``weight=``, its
+    "-pretrain" runs); a resumed run takes its weights from ``train_state/last.ckpt`` anyway.
+    Returns ``out_dir/model.ckpt``."""
     pl.seed_everything(job.seed, workers=True, verbose=False)
     input_hw = frame_hw(data_dir, job.data.downsample_by_2)
     model_config = RVTConfig.for_size(job.model.size, job.model.num_classes, input_hw,
                                       job.model.partition_split_32, **job.model.overrides)
     loss = job.loss
-    if pseudo and loss.ignore_bbox_thresh is None:
+    if pseudo and job.pseudo_assignment == "soft" and loss.ignore_bbox_thresh is None:
         loss = dataclasses.replace(loss, ignore_bbox_thresh=tuple(
             expand_class_thresholds(job.soft_ignore_bbox_thresh, job.model.num_classes)))
     d = job.data
     loader = build_train_loader(data_dir, split, d.sampling, d.batch_size, d.sequence_length, d.num_workers,
                                 AugmentConfig() if d.augment else None, d.w_stream, d.w_random,
                                 d.downsample_by_2, d.tflip_offset, job.seed)
-    log.info("%s assignment, model %s at %dx%d, %d steps, batch %d x L=%d (%s)",
+    log.info("%s assignment, model %s at %dx%d, %d steps, batch %d x L=%d (%s), pseudo labels every %d steps",
              "soft" if loss.ignore_bbox_thresh else "hard", model_config.size, *input_hw,
-             job.optim.max_steps, d.batch_size, d.sequence_length, d.sampling)
-    module = ResumableDetectionModule(model_config, loss, job.optim)
+             job.optim.max_steps, d.batch_size, d.sequence_length, d.sampling, d.use_label_every)
+    module = ResumableDetectionModule(model_config, loss, job.optim, d.use_label_every)
+    if init_weights is not None:
+        load_into(module.mdl, load_rvt_state_dict(init_weights))
+        log.info("initialised the detector from %s", init_weights)
     return fit(module, loader, job.seed, Path(out_dir), job.trainer)
 
 

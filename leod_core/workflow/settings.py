@@ -4,6 +4,11 @@ per-experiment settings, ``leod train`` / ``leod pseudo-label`` YAML configs and
 A dataset block holds defaults for every experiment on it; its ``overrides`` list refines them by setting and
 label ratio (LEOD's per-ratio step counts, for example). An experiment that is not configured at all (a new
 ratio asked for on the command line) gets the dataset's settings with the overrides that match its ratio.
+A variant (``+name`` in the experiment directory) applies the overlay ``variants.name`` last.
+
+A variant that changes nothing round 0 depends on (``sequence_length``, ``train``) shares the base
+experiment's split and round-0 model (:func:`round0_variant`): the ablation compares self-training choices on
+one baseline, and round 0 is trained once.
 """
 from __future__ import annotations
 
@@ -12,10 +17,12 @@ import json
 import shlex
 from typing import Any
 
-from leod_core.workflow.paths import RESERVED_NAMES, check_ratio_wildcard, format_ratio
+from leod_core.workflow.paths import RESERVED_NAMES, check_ratio_wildcard, format_ratio, variant_suffix
 
 #: Sections of a dataset block that the overrides list may refine (deep-merged, in list order).
 MERGED_SECTIONS = ("train", "self_train", "pseudo", "label_quality", "evaluate")
+#: Settings that round 0 (split and model) depends on: a variant changing none of them shares round 0.
+ROUND0_KEYS = ("camera", "sequence_length", "train")
 #: Ways to get a dataset's data: generate it, or link what the user provides.
 DATA_SOURCES = ("synth", "raw", "preprocessed")
 #: The source of a dataset block with none of :data:`DATA_SOURCES`: its ``download.preprocessed`` archive.
@@ -115,14 +122,35 @@ def check_config(config: dict[str, Any]) -> None:
             data_source(block)
         except ValueError as err:
             raise ValueError(f"datasets.{name}: {err}") from None
-    for i, exp in enumerate(config["experiments"]):
-        where = f"experiments[{i}] ({exp['dataset']} {exp['setting']} {exp['ratio']})"
-        if exp["dataset"] not in config["datasets"]:
-            raise ValueError(f"{where}: dataset {exp['dataset']!r} is not configured")
-        try:
-            check_ratio_wildcard(format_ratio(exp["ratio"]), exp["setting"])
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
+    listed = [("experiments", config["experiments"]), ("ablation.experiments", ablation_entries(config))]
+    for key, entries in listed:
+        for i, exp in enumerate(entries):
+            suffix = variant_suffix(exp.get("variant", ""))
+            where = f"{key}[{i}] ({exp['dataset']} {exp['setting']} {exp['ratio']}{suffix})"
+            if exp["dataset"] not in config["datasets"]:
+                raise ValueError(f"{where}: dataset {exp['dataset']!r} is not configured")
+            try:
+                check_ratio_wildcard(format_ratio(exp["ratio"]), exp["setting"])
+                variant_overlay(config, exp.get("variant", ""))
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+
+
+def ablation_entries(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``ablation.experiments`` list of the config (empty without an ``ablation`` block)."""
+    return config.get("ablation", {}).get("experiments", [])
+
+
+def variant_overlay(config: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The config overlay of ``variant`` (``{}`` for ``""``, the base); a clear ``ValueError`` listing the
+    known variants for a name that is not under ``variants:``."""
+    if not variant:
+        return {}
+    known = config.get("variants", {})
+    if variant not in known:
+        raise ValueError(f"unknown variant {variant!r} (known variants: {', '.join(sorted(known)) or 'none'}); "
+                         f"define it under 'variants:' in the workflow config")
+    return known[variant]
 
 
 # ------------------------------------------------------------------------------------ experiment settings
@@ -136,18 +164,31 @@ def _override_applies(when: dict[str, Any], setting: str, ratio: float) -> bool:
     return True
 
 
-def experiment_settings(config: dict[str, Any], dataset: str, setting: str, ratio: str | float) -> dict[str, Any]:
+def experiment_settings(config: dict[str, Any], dataset: str, setting: str, ratio: str | float,
+                        variant: str = "") -> dict[str, Any]:
     """Settings of one experiment: ``camera``, ``sequence_length`` and the :data:`MERGED_SECTIONS`, from the
-    dataset block refined by every matching entry of its ``overrides`` (in order)."""
+    dataset block refined by every matching entry of its ``overrides`` (in order), then by the overlay of
+    ``variant`` (a name of ``variants:``; ``""`` for none)."""
     block = dataset_config(config, dataset)
     ratio_value = check_ratio_wildcard(ratio if isinstance(ratio, str) else format_ratio(ratio), setting)
+    overlay = variant_overlay(config, variant)
     out: dict[str, Any] = {"camera": block["camera"], "sequence_length": block["sequence_length"]}
     for section in MERGED_SECTIONS:
         out[section] = copy.deepcopy(block.get(section, {}))
     for override in block.get("overrides", []):
         if _override_applies(override.get("when", {}), setting, ratio_value):
             out = deep_merge(out, {k: v for k, v in override.items() if k != "when"})
-    return out
+    return deep_merge(out, overlay)
+
+
+def round0_variant(config: dict[str, Any], dataset: str, setting: str, ratio: str | float, variant: str) -> str:
+    """The variant whose split and round-0 model the experiment uses: ``""`` (the base experiment's) if
+    ``variant`` changes none of :data:`ROUND0_KEYS`, else ``variant`` itself."""
+    if not variant:
+        return ""
+    own = experiment_settings(config, dataset, setting, ratio, variant)
+    base = experiment_settings(config, dataset, setting, ratio)
+    return "" if all(own[key] == base[key] for key in ROUND0_KEYS) else variant
 
 
 def downsampled_by_2(camera: str) -> bool:

@@ -4,6 +4,10 @@ Round 0 is always trained and evaluated. Round r >= 1 is trained only if its gat
 precision at the configured IoU >= threshold); nothing after the first failed gate is built, and that gate's
 ``gate.json`` is the experiment's last file. ``read_gate`` is how the Snakefile reads a gate: through the ``gate``
 checkpoint, so an unknown gate schedules the rounds before it (it raises until the gate has run).
+
+``experiments:`` is what ``snakemake`` (``rule all``) builds. ``ablation.experiments`` (variants, each
+compared with its base experiment) is what ``snakemake ablation`` builds, and ``rule all`` too where
+``ablation.default_target`` is true; their table is ``results/tables/{dataset}_ablation.{md,csv}``.
 """
 from __future__ import annotations
 
@@ -12,35 +16,63 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from leod_core.workflow.paths import format_ratio, gate_path, metrics_path, table_paths
+from leod_core.workflow.paths import (ablation_table_paths, format_ratio, gate_path, metrics_path, table_paths,
+                                      variant_suffix)
+from leod_core.workflow.settings import ablation_entries, round0_variant
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """One configured experiment: dataset, setting, canonical ratio string, rounds of self-training."""
+    """One configured experiment: dataset, setting, canonical ratio string, rounds of self-training, variant
+    (``""``: none) and the variant whose round 0 it uses (``""``: the base experiment's, see
+    :func:`~leod_core.workflow.settings.round0_variant`)."""
 
     dataset: str
     setting: str
     ratio: str
     max_rounds: int
+    variant: str = ""
+    round0_variant: str = ""
 
     @property
-    def wildcards(self) -> dict[str, str]:
-        return {"dataset": self.dataset, "setting": self.setting, "ratio": self.ratio}
+    def name(self) -> str:
+        """``{setting}_{ratio}[+{variant}]``, the experiment's directory name."""
+        return f"{self.setting}_{self.ratio}{variant_suffix(self.variant)}"
+
+
+def _experiment(config: dict[str, Any], entry: dict[str, Any]) -> Experiment:
+    ratio, variant = format_ratio(entry["ratio"]), entry.get("variant", "")
+    rounds = int(entry.get("max_rounds", config["self_training"]["max_rounds"]))
+    shared = round0_variant(config, entry["dataset"], entry["setting"], ratio, variant)
+    return Experiment(entry["dataset"], entry["setting"], ratio, rounds, variant, shared)
+
+
+def _unique(found: list[Experiment], key: str) -> list[Experiment]:
+    seen = set()
+    for exp in found:
+        if (exp.dataset, exp.name) in seen:
+            raise ValueError(f"{key}: experiment {exp.dataset} {exp.name} is configured twice")
+        seen.add((exp.dataset, exp.name))
+    return found
 
 
 def experiments(config: dict[str, Any]) -> list[Experiment]:
     """The configured experiments; ``max_rounds`` defaults to ``self_training.max_rounds``."""
-    default_rounds = config["self_training"]["max_rounds"]
-    out = [Experiment(e["dataset"], e["setting"], format_ratio(e["ratio"]), int(e.get("max_rounds", default_rounds)))
-           for e in config["experiments"]]
-    seen = set()
-    for exp in out:
+    return _unique([_experiment(config, e) for e in config["experiments"]], "experiments")
+
+
+def ablation_experiments(config: dict[str, Any]) -> list[Experiment]:
+    """``ablation.experiments``, each followed by its base experiment (same dataset, setting and ratio, no
+    variant, as many rounds as its variants) unless that is listed itself."""
+    variants = _unique([_experiment(config, e) for e in ablation_entries(config)], "ablation.experiments")
+    bases: dict[tuple[str, str, str], int] = {}
+    for exp in variants:
         key = (exp.dataset, exp.setting, exp.ratio)
-        if key in seen:
-            raise ValueError(f"experiment {exp.dataset} {exp.setting}_{exp.ratio} is configured twice")
-        seen.add(key)
-    return out
+        bases[key] = max(bases.get(key, 0), exp.max_rounds)
+    listed = {(exp.dataset, exp.name) for exp in variants}
+    extra = [Experiment(d, s, r, rounds) for (d, s, r), rounds in sorted(bases.items())
+             if (d, f"{s}_{r}") not in listed]
+    return variants + extra
 
 
 def read_gate_file(path: str | Path) -> dict[str, Any]:
@@ -58,23 +90,32 @@ def round_targets(exp: Experiment, round_: int, read_gate: Callable[[int], dict[
 
     ``rule all`` takes one such list per round (each its own input function), so evaluating round r never
     waits for round r + 1's gate."""
-    d, s, r = exp.dataset, exp.setting, exp.ratio
+    d, s, r, v = exp.dataset, exp.setting, exp.ratio, exp.variant
     if round_ == 0:
-        return [metrics_path(d, s, r, 0)]
+        return [metrics_path(d, s, r, 0, exp.round0_variant)]
     if not 1 <= round_ <= exp.max_rounds:
         raise ValueError(f"round {round_} is not in 0..{exp.max_rounds}")
     for earlier in range(1, round_):
         if not read_gate(earlier)["passed"]:
             return []
-    targets = [gate_path(d, s, r, round_)]
+    targets = [gate_path(d, s, r, round_, v)]
     if read_gate(round_)["passed"]:
-        targets.append(metrics_path(d, s, r, round_))
+        targets.append(metrics_path(d, s, r, round_, v))
     return targets
 
 
 def experiment_rounds(config: dict[str, Any]) -> list[tuple[Experiment, int]]:
     """(experiment, round) for every configured experiment and each of its rounds 0..max_rounds."""
-    return [(exp, round_) for exp in experiments(config) for round_ in range(exp.max_rounds + 1)]
+    return _rounds(experiments(config))
+
+
+def ablation_rounds(config: dict[str, Any]) -> list[tuple[Experiment, int]]:
+    """(experiment, round) of :func:`ablation_experiments`."""
+    return _rounds(ablation_experiments(config))
+
+
+def _rounds(found: list[Experiment]) -> list[tuple[Experiment, int]]:
+    return [(exp, round_) for exp in found for round_ in range(exp.max_rounds + 1)]
 
 
 def default_datasets(config: dict[str, Any]) -> list[str]:
@@ -83,8 +124,23 @@ def default_datasets(config: dict[str, Any]) -> list[str]:
 
 
 def default_tables(config: dict[str, Any]) -> list[str]:
-    """The table files ``rule all`` asks for."""
+    """The table files of the configured experiments (``rule tables``)."""
     return table_paths(default_datasets(config))
+
+
+def ablation_datasets(config: dict[str, Any]) -> list[str]:
+    """Datasets with ablation experiments (they get an ablation table)."""
+    return sorted({exp.dataset for exp in ablation_experiments(config)})
+
+
+def ablation_tables(config: dict[str, Any]) -> list[str]:
+    """The ablation table files (``rule ablation_tables``)."""
+    return ablation_table_paths(ablation_datasets(config))
+
+
+def ablation_by_default(config: dict[str, Any]) -> bool:
+    """Whether ``rule all`` builds the ablation too (``ablation.default_target``)."""
+    return bool(config.get("ablation", {}).get("default_target", False))
 
 
 def gate_failure_message(gate: dict[str, Any], path: str, round_: int) -> str:

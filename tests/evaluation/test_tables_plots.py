@@ -11,6 +11,7 @@ import pytest
 
 from leod_core.data.formats import FormatError
 from leod_core.evaluation import plots
+from leod_core.evaluation.ablation import PRECISION_COLUMN, TIME_COLUMN, ablation_table, collect_ablation
 from leod_core.evaluation.tables import (BASELINE_COLUMN, FULL_COLUMN, GAP_COLUMN, collect_gates, collect_results,
                                          paper_table, write_tables, write_test_metrics)
 
@@ -160,3 +161,61 @@ def test_leod_tables_cli(tmp_path, caplog):
     assert main(["tables", "--results", str(tmp_path / "empty"), "--out", str(tmp_path / "t2"),
                  "--plots", str(tmp_path / "p2")]) == 1
     assert "no round*/eval/test_metrics.json found" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------ ablation
+VARIANTS = {"no-tta": (0.33, 0.55, 0.40), "no-tracker": (0.31, 0.50, 0.45)}   # mAP, PL precision, PL recall
+BENCHMARK_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def make_ablation_tree(root: Path) -> tuple[Path, Path]:
+    """make_tree's gen1 plus two round-1 variants of wsod_0.01 and a failed-gate variant; Snakemake benchmark
+    files of no-tta's two pseudo-labelling shards (12.5 s + 7.5 s)."""
+    results, benchmarks = make_tree(root / "results"), root / "benchmarks"
+    for variant, (ap, precision, recall) in VARIANTS.items():
+        round_dir = results / "gen1" / f"wsod_0.01+{variant}" / "round1"
+        write_test_metrics(round_dir / "eval" / "test_metrics.json", {"AP": ap, "AP_50": ap + 0.2, "AP_75": ap - 0.1})
+        (round_dir / "pseudo").mkdir(parents=True)
+        (round_dir / "pseudo" / "quality.json").write_text(json.dumps(
+            {"precision": {"0.5": precision}, "recall": {"0.5": recall}}))
+    stopped = results / "gen1" / "wsod_0.01+hard" / "round1"
+    (stopped / "pseudo").mkdir(parents=True)
+    (stopped / "pseudo" / "quality.json").write_text(json.dumps({"precision": {"0.5": 0.2}, "recall": {"0.5": 0.1}}))
+    write_gate(stopped, 0.2, 0.1, passed=False)
+    shards = benchmarks / "gen1" / "wsod_0.01+no-tta" / "round1" / "pseudo" / "shards"
+    shards.mkdir(parents=True)
+    for shard, seconds in enumerate((12.5, 7.5)):
+        (shards / f"{shard}.tsv").write_text(f"{BENCHMARK_HEADER}{seconds}\t0:00:{seconds:02.0f}" + "\t1" * 8 + "\n")
+    return results, benchmarks
+
+
+def test_ablation_table_has_the_variants_as_rows(tmp_path):
+    results, benchmarks = make_ablation_tree(tmp_path)
+    table = ablation_table(collect_ablation(results, benchmarks), "gen1")
+    assert table[["ratio", "round", "variant"]].values.tolist() == [
+        [0.01, 1, ""], [0.01, 1, "hard"], [0.01, 1, "no-tracker"], [0.01, 1, "no-tta"], [0.01, 2, ""]]
+    rows = table.set_index(["round", "variant"])
+    assert rows.loc[(1, "no-tta"), "mAP"] == pytest.approx(33.0)
+    assert rows.loc[(1, "no-tta"), "AP75"] == pytest.approx(23.0)
+    assert rows.loc[(1, ""), PRECISION_COLUMN] == pytest.approx(61.0) and rows.loc[(1, "no-tracker"), "recall"] == 45.0
+    assert rows.loc[(1, "no-tta"), TIME_COLUMN] == pytest.approx(20.0)
+    assert math.isnan(rows.loc[(1, ""), TIME_COLUMN]) and math.isnan(rows.loc[(1, "hard"), "mAP"])   # gate failed
+    assert rows.loc[(1, "hard"), PRECISION_COLUMN] == pytest.approx(20.0)
+
+
+def test_leod_tables_writes_the_ablation_markdown_and_csv(tmp_path):
+    from leod_core.cli import main
+
+    results, benchmarks = make_ablation_tree(tmp_path)
+    out = tmp_path / "tables"
+    assert main(["tables", "--write", "ablation", "--datasets", "gen1", "gen4", "--results", str(results),
+                 "--benchmarks", str(benchmarks), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["gen1_ablation.csv", "gen1_ablation.md", "gen4_ablation.csv",
+                                                     "gen4_ablation.md"]
+    markdown = (out / "gen1_ablation.md").read_text()
+    lines = [line for line in markdown.splitlines() if line.startswith("| wsod")]
+    assert [line.split("|")[4].strip() for line in lines] == ["(base)", "hard", "no-tracker", "no-tta", "(base)"]
+    assert lines[3].rstrip(" |").endswith("20.0") and "–" in lines[1]
+    assert len(pd.read_csv(out / "gen1_ablation.csv")) == 5
+    assert "No variant" in (out / "gen4_ablation.md").read_text()
+    assert pd.read_csv(out / "gen4_ablation.csv").empty

@@ -128,3 +128,62 @@ def test_soft_thresholds_expand_for_three_classes():
     from leod_core.models.loss import expand_class_thresholds
     job = dataclasses.replace(TrainJob(), model=dataclasses.replace(TINY, num_classes=3))
     assert tuple(expand_class_thresholds(job.soft_ignore_bbox_thresh, 3)) == (0.35, 0.35, 0.7)
+
+
+def test_use_label_every_thins_all_pseudo_frames_only():
+    """LEOD's use_label_every = 2 over L = 6 steps: all-pseudo frames (t == 0) survive at steps 1, 3 and the last
+    one (5); a frame with ground truth (t > 0) and missing frames are left as they are."""
+    from leod_core.models.lightning_module import label_steps
+
+    pseudo, gt = torch.zeros(2, 8), torch.ones(1, 8)
+    labels = [[pseudo, None] for _ in range(6)]
+    labels[2][1] = gt
+    kept = label_steps(labels, 2)
+    assert [[frame is not None for frame in columns] for columns in kept] == [
+        [False, False], [True, False], [False, True], [True, False], [False, False], [True, False]]
+    assert label_steps(labels, 1) == labels
+    with pytest.raises(ValueError, match="use_label_every must be >= 1"):
+        label_steps(labels, 0)
+
+
+def test_pseudo_assignment_is_soft_or_hard():
+    assert TrainJob().pseudo_assignment == "soft" and DataConfig().use_label_every == 1
+    with pytest.raises(ValueError, match="pseudo_assignment must be one of"):
+        TrainJob(pseudo_assignment="medium")
+
+
+@pytest.mark.parametrize("max_steps", [2, 3, 10, 100, 200, 300])
+def test_the_schedule_runs_at_any_step_count(max_steps):
+    """LEOD's pct_start 0.005 gives exactly one warm-up step at 200 steps, where torch's OneCycleLR divided by
+    zero; short runs get a 2-step warm-up instead, long ones keep LEOD's."""
+    from leod_core.models.lightning_module import warmup_fraction
+    cfg = OptimConfig(learning_rate=1e-3, max_steps=max_steps)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, total_steps=max_steps,
+                                                    pct_start=warmup_fraction(cfg), anneal_strategy="linear",
+                                                    cycle_momentum=False)
+    rates = []
+    for _ in range(max_steps - 1):
+        optimizer.step()
+        scheduler.step()
+        rates.append(scheduler.get_last_lr()[0])
+    assert max(rates) == pytest.approx(cfg.learning_rate, rel=1e-2) or max_steps == 2
+    assert warmup_fraction(cfg) == {2: 0.75, 300: cfg.pct_start}.get(max_steps, 2 / max_steps)
+
+
+def test_init_weights_start_a_round_from_a_previous_model(small_dataset, tmp_path):
+    """--init-weights loads the given model before training: with a negligible learning rate the result is that
+    model, while a fresh initialisation is not."""
+    from leod_core.cli import main
+    config = write_tiny_config(tmp_path / "c.yaml")
+    common = ["--no-progress", "train", "--config", str(config), "--steps", "2", "--accelerator", "cpu"]
+    round0 = ["--data", str(small_dataset.root), "--split", str(small_dataset.split)]
+    assert main(common + round0 + ["--out", str(tmp_path / "r0"), "--seed", "1"]) == 0
+    frozen = common + ["--lr", "1e-12", "--pseudo-data", str(small_dataset.root)]
+    assert main(frozen + ["--out", str(tmp_path / "init"), "--init-weights", str(tmp_path / "r0/model.ckpt")]) == 0
+    assert main(frozen + ["--out", str(tmp_path / "fresh")]) == 0
+    previous, started, fresh = (load_rvt_state_dict(tmp_path / run / "model.ckpt") for run in ("r0", "init", "fresh"))
+    weights = [key for key in previous if "running_" not in key and "num_batches" not in key]   # not BN statistics
+    assert len(weights) > 100
+    assert all(torch.allclose(previous[key], started[key], atol=1e-6) for key in weights)
+    assert not all(torch.allclose(previous[key], fresh[key], atol=1e-6) for key in weights)

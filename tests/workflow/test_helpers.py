@@ -16,12 +16,13 @@ from leod_core.models.train_job import job_from_mapping
 from leod_core.pseudo.shard_job import shard_sequences
 from leod_core.pseudo.tracker import TrackerConfig
 from leod_core.pseudo.tta import TTAConfig
-from leod_core.workflow import (DOWNLOAD_SOURCE, Experiment, check_config, check_ratio_wildcard, data_hint,
+from leod_core.workflow import (DOWNLOAD_SOURCE, Experiment, ablation_by_default, ablation_experiments,
+                                ablation_rounds, ablation_tables, check_config, check_ratio_wildcard, data_hint,
                                 data_source, deep_merge, default_tables, download_archive, evaluate_cli_args,
                                 finished_message, experiment_dir, experiment_rounds,
                                 experiment_settings, format_ratio, job_config, label_quality_cli_args,
-                                preprocess_cli_args, pseudo_label_cli_args, round_targets, synth_cli_args,
-                                train_devices, train_job_config, video_cli_args)
+                                preprocess_cli_args, pseudo_label_cli_args, round0_variant, round_targets,
+                                synth_cli_args, train_devices, train_job_config, video_cli_args)
 from leod_core.workflow import jobs
 from leod_core.workflow.__main__ import main as workflow_main
 
@@ -69,6 +70,7 @@ def test_valid_ratio_wildcards():
     assert check_ratio_wildcard("0.2", "wsod") == 0.2
     assert check_ratio_wildcard("1", "full") == 1.0
     assert experiment_dir("gen1", "ssod", 0.02) == "results/gen1/ssod_0.02"
+    assert experiment_dir("gen1", "wsod", 0.01, "no-tta") == "results/gen1/wsod_0.01+no-tta"
 
 
 # ------------------------------------------------------------------------------------------ config checks
@@ -139,8 +141,8 @@ def test_paper_hyper_parameters_per_ratio_and_setting():
 def test_every_job_config_is_accepted_by_the_leod_cli(config_name):
     """The configs the rules write are valid `leod train` / `leod pseudo-label` configs (unknown keys raise)."""
     config = with_defaults(load("config.yaml")) if config_name == "config.yaml" else paper_config()
-    for exp, round_ in experiment_rounds(config):
-        settings = experiment_settings(config, exp.dataset, exp.setting, exp.ratio)
+    for exp, round_ in experiment_rounds(config) + ablation_rounds(config):
+        settings = experiment_settings(config, exp.dataset, exp.setting, exp.ratio, exp.variant)
         job = job_from_mapping(train_job_config(settings, round_), config_name)
         RVTConfig.for_size(job.model.size, job.model.num_classes, (64, 96), job.model.partition_split_32,
                            **job.model.overrides)
@@ -148,6 +150,51 @@ def test_every_job_config_is_accepted_by_the_leod_cli(config_name):
             pseudo = job_config(settings, "pseudo", round_)
             replace_fields(TTAConfig(), pseudo["tta"], "tta")
             replace_fields(TrackerConfig(), pseudo["tracker"], "tracker")
+
+
+SHARED_ROUND0 = ("no-tta", "no-tracker", "no-inpaint", "label-every-2", "hard")
+
+
+def test_variants_are_overlays_over_the_experiment_settings():
+    config = paper_config()
+
+    def settings(variant: str = "") -> dict:
+        return experiment_settings(config, "gen1", "wsod", "0.01", variant)
+
+    base_tta = job_config(settings(), "pseudo", 1)["tta"]
+    assert job_config(settings("no-tta"), "pseudo", 1)["tta"] == {**base_tta, "hflip": False, "tflip": False}
+    assert job_config(settings("no-tracker"), "pseudo", 1)["tracker"] == {"min_track_len": 1, "inpaint": False}
+    assert job_config(settings("no-inpaint"), "pseudo", 1)["tracker"] == {"inpaint": False}
+    assert train_job_config(settings("label-every-2"), 1)["data"]["use_label_every"] == 2
+    assert "use_label_every" not in train_job_config(settings("label-every-2"), 0)["data"]
+    assert train_job_config(settings("hard"), 1)["pseudo_assignment"] == "hard"
+    rvt_b = train_job_config(settings("rvt-b"), 0)
+    assert rvt_b["model"]["size"] == "base" and rvt_b["optim"]["max_steps"] == 200_000   # overrides still apply
+    assert job_from_mapping(train_job_config(settings("hard"), 1), "hard").pseudo_assignment == "hard"
+    assert [round0_variant(config, "gen1", "wsod", "0.01", v) for v in (*SHARED_ROUND0, "rvt-b")] == [
+        "", "", "", "", "", "rvt-b"]
+    with pytest.raises(ValueError, match=r"unknown variant 'nope' \(known variants: hard, label-every-2, "
+                                         r"no-inpaint, no-tracker, no-tta, rvt-b\)"):
+        settings("nope")
+    bad = deep_merge(config, {"experiments": [{"dataset": "gen1", "setting": "wsod", "ratio": 0.01, "variant": "x"}]})
+    with pytest.raises(ValueError, match=r"experiments\[0\] \(gen1 wsod 0.01\+x\): unknown variant 'x'"):
+        check_config(bad)
+
+
+def test_ablation_experiments_bring_their_base_and_share_its_round_0():
+    config = with_defaults(load("config.yaml"))
+    found = ablation_experiments(config)
+    assert [(exp.name, exp.round0_variant, exp.max_rounds) for exp in found] == [
+        ("wsod_0.1+no-tta", "", 1), ("wsod_0.1+no-tracker", "", 1), ("wsod_0.1", "", 1)]
+    assert ablation_tables(config) == ["results/tables/synth_ablation.md", "results/tables/synth_ablation.csv"]
+    assert not ablation_by_default(config) and ablation_by_default(paper_config())
+    passed = _gates({1: True})
+    d = "results/synth/wsod_0.1"
+    assert round_targets(found[0], 0, passed) == [f"{d}/round0/eval/test_metrics.json"]
+    assert round_targets(found[0], 1, passed) == [f"{d}+no-tta/round1/gate.json",
+                                                  f"{d}+no-tta/round1/eval/test_metrics.json"]
+    paper = {exp.name: exp for exp in ablation_experiments(paper_config()) if exp.dataset == "gen1"}
+    assert set(paper) == {"wsod_0.01", "wsod_0.01+rvt-b", *(f"wsod_0.01+{v}" for v in SHARED_ROUND0)}
 
 
 def _schema_fields(node: dict, defs: dict) -> dict:
@@ -256,8 +303,9 @@ def test_rounds_are_walked_through_the_gates():
 def test_rounds_of_every_experiment_and_tables():
     config = paper_config()
     rounds = experiment_rounds(config)
-    assert len(rounds) == 16 * 3 + 2
+    assert len(rounds) == 2 * (16 * 3 + 2)                  # RVT-S and RVT-B (+rvt-b)
     assert (Experiment("gen1", "full", "1", 0), 0) in rounds
+    assert (Experiment("gen4", "full", "1", 0, "rvt-b", "rvt-b"), 0) in rounds
     assert default_tables(config) == ["results/tables/gen1.md", "results/tables/gen1.csv",
                                       "results/tables/gen4.md", "results/tables/gen4.csv"]
 

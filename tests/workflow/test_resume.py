@@ -78,6 +78,7 @@ def label_files(root: Path) -> dict[str, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)     # two toy runs of the loop: ~5 min on 2 quiet cores, 15 min on a loaded machine
 def test_killed_shard_and_training_jobs_resume_to_the_uninterrupted_result(tmp_path):
     reference = resumable_config(tmp_path / "uninterrupted")
     result = snakemake(reference, dry_run=False)

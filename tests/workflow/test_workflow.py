@@ -13,9 +13,16 @@ import time
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from runner import EXP, REPO, copy_config, edit_config, job_counts, shrink, snakemake
+
+from leod_core.pseudo.tracker import IGNORE_LABEL
+from leod_core.pseudo.tta import TTAConfig
+
+# The README promises <= 15 min on 2 quiet cores; a loaded CI machine may need twice that.
+EMBEDDED_DEFAULT_TIMEOUT_S = 1800
 
 
 @pytest.fixture
@@ -58,11 +65,26 @@ def test_intermediate_files_and_videos_are_targets_too(workdir, target, planned)
     ("results/synth/wsod_0.20/round0/eval/test_metrics.json", "is not written canonically: use 'wsod_0.2'"),
     ("results/synth/full_0.5/round0/model.ckpt", "setting 'full' keeps every label"),
     ("results/gen7/wsod_0.2/round0/eval/test_metrics.json", "dataset 'gen7' is not configured"),
+    ("results/synth/wsod_0.1+no-ttaa/round1/eval/test_metrics.json",
+     "unknown variant 'no-ttaa' (known variants: hard, label-every-2, no-inpaint, no-tracker, no-tta, rvt-b)"),
+    ("results/synth/wsod_0.1+no-tta/round0/model.ckpt", "variant 'no-tta' does not change round 0"),
 ])
 def test_a_malformed_target_is_rejected_with_a_clear_message(workdir, target, message):
     result = snakemake(workdir, target)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def test_the_ablation_is_a_named_target(workdir):
+    """`snakemake ablation` on the embedded default: the base experiment and its no-tta and no-tracker variants up to
+    their round-1 gates (one shared round 0), then the ablation table; the default target leaves them out."""
+    result = snakemake(workdir, "ablation")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert {rule: counts.get(rule) for rule in ("train_round0", "split", "shard_list", "gate", "ablation_tables")} == {
+        "train_round0": 1, "split": 1, "shard_list": 3, "gate": 3, "ablation_tables": 1}
+    assert "results/tables/synth_ablation.md" in result.stdout
+    assert "+no-tta" not in snakemake(workdir).stdout
 
 
 def test_config_typo_is_an_error_naming_the_key(workdir):
@@ -81,12 +103,21 @@ def test_dry_run_plans_the_paper_dag(workdir):
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
     assert elapsed < 30
-    experiments, self_training = 18, 16          # 2 datasets x (wsod, ssod) x 4 ratios + 2 full rows
+    # 2 datasets x (wsod, ssod) x 4 ratios + 2 full rows, with RVT-S and with RVT-B (+rvt-b)
+    experiments, self_training = 2 * 18, 2 * 16
+    # the ablation's variants besides rvt-b self-train from the base's round-0 model: no round-0 jobs of their own
+    shared_round0 = ("no-tta", "no-tracker", "no-inpaint", "label-every-2", "hard")
+    rounds = self_training + len(shared_round0)
     assert job_counts(result.stdout) == {
         "download_preprocessed": 2, "split": experiments, "job_config": experiments, "train_round0": experiments,
-        "evaluate": experiments, "shard_list": self_training, "merge_pseudo": self_training,
-        "label_quality": self_training, "gate": self_training, "tables": 1, "all": 1,
-        "total": 2 + 4 * experiments + 4 * self_training + 2}
+        "evaluate": experiments, "shard_list": rounds, "merge_pseudo": rounds, "label_quality": rounds,
+        "gate": rounds, "tables": 1, "ablation_tables": 1, "all": 1,
+        "total": 2 + 4 * experiments + 4 * rounds + 3}
+    for variant in shared_round0:
+        assert f"results/gen1/wsod_0.01+{variant}/round1/pseudo/quality.json" in result.stdout
+        assert f"results/gen1/wsod_0.01+{variant}/round0" not in result.stdout
+    assert "results/gen4/ssod_0.05+rvt-b/round0/model.ckpt" in result.stdout
+    assert "--write ablation --datasets gen1 " in result.stdout
     for dataset, crc32 in (("gen1", "5acab6f3"), ("gen4", "c5ec7c38")):
         assert (f"--url https://download.ifi.uzh.ch/rpg/RVT/datasets/preprocessed/{dataset}.tar --crc32 {crc32}"
                 in result.stdout)
@@ -249,7 +280,48 @@ def test_the_shrunk_default_runs_end_to_end(workdir):
     assert "round 1 is not trained: its gate failed" in refused.stdout + refused.stderr
 
 
+def pseudo_label_classes(dataset_dir: Path) -> np.ndarray:
+    """class_id of every row of a merged pseudo dataset's training labels."""
+    from leod_core.data.formats import read_labels
+    files = sorted(dataset_dir.glob("train/*/labels_v2/labels.npz"))
+    assert files, dataset_dir
+    return np.concatenate([read_labels(path).labels["class_id"] for path in files])
+
+
 @pytest.mark.slow
+def test_variants_change_the_pseudo_labels_as_named(workdir):
+    """On the shrunk default, from one shared round-0 model: `+no-tracker` runs without the tracking filter and
+    inpainting and writes no class-1024 (ignore) rows, and `+no-tta` streams the identity view only (its log, and
+    a quarter of the default's model steps). Every prediction is kept (a 10-step model scores far below LEOD's
+    thresholds) so that the labels are not empty."""
+    shrink(workdir)
+
+    def keep_every_prediction(config: dict) -> None:
+        config["datasets"]["synth"]["pseudo"]["tta"].update(confidence_threshold=0.0, obj_thresh=0.0, cls_thresh=0.0)
+
+    edit_config(workdir, keep_every_prediction)
+    variants = ("", "+no-tracker", "+no-tta")
+    result = snakemake(workdir, *[f"{EXP}{v}/round1/pseudo/dataset" for v in variants], dry_run=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert not (workdir / f"{EXP}+no-tta/round0").exists()          # round 0 is the base experiment's
+    trackers = {v: yaml.safe_load((workdir / f"{EXP}{v}/round1/pseudo_config.yaml").read_text())["tracker"]
+                for v in variants}
+    assert trackers == {"": {}, "+no-tracker": {"min_track_len": 1, "inpaint": False}, "+no-tta": {}}
+    classes = pseudo_label_classes(workdir / f"{EXP}+no-tracker/round1/pseudo/dataset")
+    assert len(classes) > 0 and not (classes == IGNORE_LABEL).any()
+    logs = {v: (workdir / f"logs/synth/wsod_0.1{v}/round1/pseudo/shards/0.log").read_text() for v in variants}
+    assert "views ['id']," in logs["+no-tta"]
+    assert "views ['id', 'hflip', 'tflip', 'tflip_hflip']," in logs[""]
+
+    def frame_views(variant: str) -> float:
+        return sum(json.loads(path.read_text())["extra"]["stats"]["frame_views"]
+                   for path in (workdir / f"{EXP}{variant}/round1/pseudo/shards").glob("*/shard.json"))
+
+    assert frame_views("") == len(TTAConfig().views) * frame_views("+no-tta") > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(EMBEDDED_DEFAULT_TIMEOUT_S)
 def test_the_embedded_default_self_trains_past_round_0(workdir):
     """The README's first command, unchanged: round 1 (trained on round 0's pseudo labels) beats round 0 on the
     test split, the table has both rounds and the gate, and gate.json holds the numbers it decided on."""
