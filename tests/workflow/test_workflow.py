@@ -338,3 +338,5 @@ def test_the_embedded_default_self_trains_past_round_0(workdir):
     assert gate["passed"] is True and gate["threshold"] == config["threshold"] and gate["iou"] == config["iou"]
     assert gate["precision"] >= gate["threshold"] and 0 < gate["recall"] <= 1 and gate["num_frames"] > 100
     assert f"{100 * gate['precision']:.1f}" in (workdir / "results/tables/synth.md").read_text()
+    classes = pseudo_label_classes(workdir / EXP / "round1/pseudo/dataset")     # the tracker at work (the
+    assert (classes == IGNORE_LABEL).any() and (classes != IGNORE_LABEL).any()  # +no-tracker variant has none)
