@@ -136,16 +136,14 @@ def collect_gates(results_dir: PathLike) -> pd.DataFrame:
     """One row per ``round{r}/gate.json`` under ``results_dir``: :data:`ID_COLUMNS` and :data:`GATE_COLUMNS`."""
     rows = []
     for gate_path in sorted(Path(results_dir).glob(f"*/*/round*/{GATE_FILE.as_posix()}")):
-        exp, rnd = _EXPERIMENT_RE.match(gate_path.parent.parent.name), _ROUND_RE.match(gate_path.parent.name)
-        if exp is None or rnd is None:
+        ids = round_ids(gate_path.parent, gate_path)
+        if ids is None:
             continue
         gate = read_json(gate_path)
         missing = [key for key in GATE_COLUMNS if key not in gate]
         if missing:
             raise FormatError(gate_path, f"missing {', '.join(missing)}")
-        rows.append({"dataset": gate_path.parent.parent.parent.name, "setting": exp["setting"],
-                     "ratio": float(exp["ratio"]), "variant": exp["variant"] or "", "round": int(rnd["round"]),
-                     **{key: gate[key] for key in GATE_COLUMNS}})
+        rows.append({**{key: ids[key] for key in ID_COLUMNS}, **{key: gate[key] for key in GATE_COLUMNS}})
     columns = ID_COLUMNS + list(GATE_COLUMNS)
     if not rows:
         return pd.DataFrame(columns=columns)

@@ -42,14 +42,15 @@ def missing_binaries() -> list[str]:
 
 def ensure_installed() -> str | None:
     """Install SLURM (controller, node daemon, clients) and munge with apt when they are missing.
-    Returns why a test cluster is impossible here (not root, or SLURM missing and no apt-get), or None when
-    it can start; a failed apt run raises."""
+    Returns why a test cluster is impossible here (not root: the daemons run as root), or None when it can
+    start; SLURM missing with no apt-get, or a failed apt run, raises (the test must not pass unseen)."""
     if os.geteuid() != 0:
         return "a test SLURM cluster needs root (its daemons run as root; SLURM is installed with apt-get)"
     if not missing_binaries() and MUNGE_KEY.exists():
         return None
     if shutil.which("apt-get") is None:
-        return "SLURM is not installed and there is no apt-get to install it"
+        raise RuntimeError(f"SLURM ({', '.join(missing_binaries()) or MUNGE_KEY}) is missing and there is no "
+                           f"apt-get to install it")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     lock = ["-o", "DPkg::Lock::Timeout=300"]
     for command in (["apt-get", *lock, "update"],
