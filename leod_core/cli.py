@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from leod_core.config import load_yaml_mapping, replace_fields
 
 log = logging.getLogger("leod")
@@ -85,7 +87,7 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> None:
 
     config = RVTConfig.for_size(args.size, args.num_classes, (args.height, args.width), args.partition_split_32)
     model = build_detector(config)
-    load_into(model, load_rvt_state_dict(Path(args.checkpoint)))
+    load_into(model, load_rvt_state_dict(Path(args.checkpoint)), source=args.checkpoint)
     save_model_checkpoint(Path(args.out), model, config)
     log.info("imported %s as RVT-%s (%d classes, %dx%d) into %s", args.checkpoint, config.size,
              config.num_classes, args.height, args.width, args.out)
@@ -392,12 +394,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors of bad input or a failed environment: logged as one line (they name the file), exit status 1. A YAML
+#: syntax error names the file, line and column.
+USER_ERRORS = (ValueError, OSError, yaml.YAMLError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
         args.func(args)
-    except (ValueError, OSError) as err:
+    except USER_ERRORS as err:
         log.error("%s", err)
         return 1
     return 0

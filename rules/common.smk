@@ -2,6 +2,9 @@
 arguments. The logic lives in leod_core.workflow (unit-tested); these functions only bind it to `config` and
 to the checkpoints."""
 import os
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
 
 from leod_core.workflow import (DOWNLOAD_SOURCE, SELF_TRAINING_ROUND, WILDCARD_PATTERNS, ablation_by_default,
                                 ablation_datasets, ablation_rounds, ablation_tables, check_config,
@@ -12,6 +15,7 @@ from leod_core.workflow import (DOWNLOAD_SOURCE, SELF_TRAINING_ROUND, WILDCARD_P
                                 pseudo_label_cli_args, read_gate_file, round0_variant, round_targets, synth_cli_args,
                                 train_devices, variant_name, variant_overlay, variant_suffix, video_cli_args)
 from leod_core.workflow.jobs import read_shard_count
+from leod_core.workflow.locks import concurrent_run_message
 
 
 wildcard_constraints:
@@ -67,8 +71,25 @@ def user_data_hint(wildcards):
     return data_hint(dataset_config(config, wildcards.dataset))
 
 
+_LOCK_CHECKED = []
+
+
+def refuse_a_concurrent_run():
+    """Once per run that executes jobs (not a dry run, not inside a cluster job), while the DAG is built and
+    before snakemake's incomplete-file check: stop with the lock message if another run holds the directory."""
+    if _LOCK_CHECKED or workflow.executor_plugin is None or workflow.dryrun or not workflow.is_main_process \
+            or not workflow.execution_settings.lock:
+        return
+    _LOCK_CHECKED.append(True)
+    message = concurrent_run_message(Path.cwd())
+    if message:
+        raise WorkflowError(message)
+
+
 def split_data_marker(wildcards):
-    """The split's input; first checks the target's dataset, ratio and variant so a malformed one fails clearly."""
+    """The split's input (every experiment starts here); first checks that no other run holds the directory, then
+    the target's dataset, ratio and variant so a malformed one fails clearly."""
+    refuse_a_concurrent_run()
     dataset_config(config, wildcards.dataset)
     check_ratio_wildcard(wildcards.ratio, wildcards.setting)
     variant_of(wildcards)

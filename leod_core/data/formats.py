@@ -59,6 +59,10 @@ PSEUDO_BBOX_DTYPE = np.dtype({
     "itemsize": 40,
 })
 LABEL_DTYPES = (PROPHESEE_BBOX_DTYPE, PSEUDO_BBOX_DTYPE)
+#: Slack (pixels) of the frame check of :func:`check_boxes`, for float32 rounding of cropped box corners.
+BOX_FRAME_TOLERANCE_PX = 1e-3
+#: Fields of a raw box file that must hold integers (the others, coordinates, may be any number type).
+RAW_BOX_INTEGER_FIELDS = ("t", "class_id")
 
 
 def same_fields(dtype: np.dtype, reference: np.dtype) -> bool:
@@ -178,7 +182,7 @@ def check_boxes(path: PathLike, boxes: np.ndarray, height: int | None = None,
         raise FormatError(path, "boxes have negative width or height")
     if height is not None and width is not None and len(coords):
         x, y, w, h = coords.T
-        tol = 1e-3
+        tol = BOX_FRAME_TOLERANCE_PX
         if np.any(x < -tol) or np.any(y < -tol) or np.any(x + w > width - 1 + tol) or np.any(y + h > height - 1 + tol):
             raise FormatError(path, f"boxes lie outside the {height}x{width} frame")
 
@@ -213,15 +217,43 @@ class SequenceLabels:
         return cls(labels=np.concatenate(frames), objframe_idx_2_label_idx=starts)
 
     def validate(self, path: PathLike, height: int | None = None, width: int | None = None) -> None:
+        """Raise :class:`FormatError` naming ``path`` unless the invariants of the class docstring hold and the
+        boxes pass :func:`check_boxes`; ground-truth frames (``t != 0``) must be in increasing time order."""
         if not any(same_fields(self.labels.dtype, ref) for ref in LABEL_DTYPES):
             raise FormatError(path, f"labels have dtype {self.labels.dtype}, expected the Prophesee or "
                                     "the LEOD pseudo-label dtype")
+        if self.labels.ndim != 1:
+            raise FormatError(path, f"labels must be a 1-D array of rows, got shape {self.labels.shape}")
         idx = self.objframe_idx_2_label_idx
         if idx.dtype != np.int64 or idx.ndim != 1:
             raise FormatError(path, f"objframe_idx_2_label_idx must be int64 [F], got {idx.dtype} {idx.shape}")
         if idx.size and (idx[0] != 0 or np.any(np.diff(idx) < 0) or idx[-1] > len(self.labels)):
             raise FormatError(path, "objframe_idx_2_label_idx is not sorted from 0 within the labels")
+        if idx.size == 0 and len(self.labels):
+            raise FormatError(path, f"{len(self.labels)} label rows but no labeled frame (objframe_idx_2_label_idx "
+                                    "is empty)")
         check_boxes(path, self.labels, height, width)
+        check_frame_timestamps(path, self.labels["t"], idx)
+
+
+def check_frame_timestamps(path: PathLike, t: np.ndarray, objframe_idx_2_label_idx: np.ndarray) -> None:
+    """Raise unless the ground-truth rows (``t != 0``) of each labeled frame share one timestamp and those
+    timestamps strictly increase from frame to frame (pseudo rows, ``t == 0``, are not checked)."""
+    counts = np.diff(np.append(objframe_idx_2_label_idx, len(t)))
+    frame_of_row = np.repeat(np.arange(len(objframe_idx_2_label_idx)), counts)
+    is_gt = t != 0
+    gt_t, gt_frame = t[is_gt].astype(np.int64), frame_of_row[is_gt]
+    same_frame = np.diff(gt_frame) == 0
+    steps = np.diff(gt_t)
+    mixed = same_frame & (steps != 0)
+    if np.any(mixed):
+        raise FormatError(path, f"labeled frame {int(gt_frame[np.argmax(mixed)])} holds rows with different "
+                                "timestamps (field t)")
+    backwards = ~same_frame & (steps <= 0)
+    if np.any(backwards):
+        frame = int(gt_frame[np.argmax(backwards) + 1])
+        raise FormatError(path, f"timestamps (field t) of the labeled frames are not increasing: frame {frame} is "
+                                f"not later than the frame before it")
 
 
 def read_labels(path: PathLike, height: int | None = None, width: int | None = None) -> SequenceLabels:
@@ -229,8 +261,8 @@ def read_labels(path: PathLike, height: int | None = None, width: int | None = N
     path = Path(path)
     if not path.is_file():
         raise FormatError(path, "labels file is missing")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
+    try:  # our own handle: np.load leaks the one it opens when the zip is unreadable
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             missing = {"labels", "objframe_idx_2_label_idx"} - set(npz.files)
             if missing:
                 raise FormatError(path, f"missing arrays {sorted(missing)}")
@@ -383,8 +415,8 @@ def read_raw_events(path: PathLike, default_hw: tuple[int, int]) -> RawEvents:
             if missing:
                 raise FormatError(path, f"group 'events' lacks datasets {missing}")
             arrays = {k: group[k][()] for k in ("x", "y", "p", "t")}
-            height = int(group["height"][()]) if "height" in group else default_hw[0]
-            width = int(group["width"][()]) if "width" in group else default_hw[1]
+            height = _sensor_side(path, group, "height", default_hw[0])
+            width = _sensor_side(path, group, "width", default_hw[1])
     except OSError as err:
         raise FormatError(path, f"not a readable HDF5 file ({err})") from err
     n = len(arrays["t"])
@@ -407,6 +439,17 @@ def read_raw_events(path: PathLike, default_hw: tuple[int, int]) -> RawEvents:
     return RawEvents(x=x, y=y, p=p, t=t, height=height, width=width)
 
 
+def _sensor_side(path: Path, group: h5py.Group, key: str, default: int) -> int:
+    """Dataset ``key`` (``height`` / ``width``) of a raw ``events`` group: a positive integer scalar, or
+    ``default`` when the file stores none."""
+    if key not in group:
+        return default
+    value = np.asarray(group[key][()])
+    if value.ndim != 0 or not np.issubdtype(value.dtype, np.integer) or value <= 0:
+        raise FormatError(path, f"events/{key} must be a positive integer scalar, got {value.dtype} {value.tolist()}")
+    return int(value)
+
+
 def write_raw_events(path: PathLike, events: RawEvents) -> None:
     """Write a raw event file (group ``events``: x, y uint16, p int8, t int64, height, width) atomically."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
@@ -425,6 +468,11 @@ def read_raw_boxes(path: PathLike) -> np.ndarray:
         raise FormatError(path, f"expected the Prophesee box dtype, got {boxes.dtype}")
     if boxes.ndim != 1:
         raise FormatError(path, f"expected a 1-D box array, got shape {boxes.shape}")
+    for name in _BOX_FIELDS + RAW_BOX_INTEGER_FIELDS:
+        kind = np.integer if name in RAW_BOX_INTEGER_FIELDS else np.number
+        if not np.issubdtype(boxes.dtype[name], kind):
+            raise FormatError(path, f"box field {name!r} has type {boxes.dtype[name]}, expected "
+                                    f"{'an integer' if kind is np.integer else 'a number'} type")
     if len(boxes) and np.any(np.diff(boxes["t"].astype(np.int64)) < 0):
         raise FormatError(path, "boxes are not sorted by timestamp")
     check_boxes(path, boxes)

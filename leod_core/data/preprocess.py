@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import math
+import types
+import typing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,24 @@ from leod_core.data.representation import downsample_by_2_nearest, stacked_histo
 log = logging.getLogger(__name__)
 
 _BBOX_SUFFIX = "_bbox.npy"
+#: Value types accepted for a field annotated with a type (an int is a valid float setting, a bool is not).
+_ACCEPTED_TYPES = {float: (int, float), int: (int,), bool: (bool,), type(None): (type(None),)}
+
+
+def check_field_types(config: object) -> None:
+    """Raise ``ValueError`` naming the first field of dataclass ``config`` whose value is not of its annotated
+    type (``int``, ``float``, ``bool``, ``X | None`` or a nested dataclass), e.g. ``nbins: "ten"`` in a YAML
+    override."""
+    hints = typing.get_type_hints(type(config))
+    for item in dataclasses.fields(config):
+        annotation = hints[item.name]
+        options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+        accepted = tuple(t for option in options for t in _ACCEPTED_TYPES.get(option, (option,)))
+        value = getattr(config, item.name)
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            expected = " or ".join("None" if option is type(None) else getattr(option, "__name__", str(option))
+                                   for option in options)
+            raise ValueError(f"{type(config).__name__}.{item.name} must be {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,9 @@ class BoxFilterConfig:
     apply_huge_box_filter: bool = True    # train split only: drop boxes wider than the fraction below
     huge_box_max_width_frac: float = 0.9
     max_class_id: int | None = None       # gen4 keeps classes 0..2 (pedestrian, two-wheeler, car)
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,9 @@ class PreprocessConfig:
     count_cutoff: int = 10
     downsample_by_2: bool = False         # gen4: write event_representations_ds2_nearest.h5 at half size
     box_filter: BoxFilterConfig = field(default_factory=BoxFilterConfig)
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
 
 
 PRESETS: dict[str, PreprocessConfig] = {

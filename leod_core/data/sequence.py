@@ -112,7 +112,11 @@ class SequenceReader:
         # a 9th column carries the frame index through the row-wise clamping/scaling that drops flat boxes
         frame_of_row = torch.from_numpy(np.repeat(np.arange(num_frames), counts).astype(np.float32))
         rows = torch.cat([lt.from_structured(seq_labels.labels), frame_of_row[:, None]], dim=1)
-        rows = lt.clamp_to_frame(rows, self.resolution_hw)
+        clamped = lt.clamp_to_frame(rows, self.resolution_hw)
+        if len(clamped) < len(rows):
+            log.warning("%s: %d of %d boxes are empty or lie entirely outside the %dx%d sensor frame: dropped",
+                        path, len(rows) - len(clamped), len(rows), *self.resolution_hw)
+        rows = clamped
         if downsample_by_2:
             rows = lt.scale(rows, 0.5, self.resolution_hw)[0]
         frame_ids = rows[:, -1].long().numpy()

@@ -6,8 +6,8 @@ a ground-truth dataset and a list of detections given as plain COCO dicts, and r
 statistics of ``COCOeval.summarize`` (``stats[0:6]`` = AP, AP50, AP75, AP_S, AP_M, AP_L).
 
 ``resolve_backend('auto')`` picks faster-coco-eval when it can be imported, else pycocotools, and logs the
-choice. Errors raised inside a backend propagate: there is no silent fallback to the other one. COCO's
-console output is captured and sent to this module's logger at DEBUG level.
+choice (the fallback as a warning). Errors raised inside a backend propagate: there is no silent fallback to
+the other one. COCO's console output is captured and sent to this module's logger at DEBUG level.
 """
 from __future__ import annotations
 
@@ -54,9 +54,13 @@ def resolve_backend(name: str) -> CocoBackend:
 
     Raises ``ValueError`` for an unknown name and ``ImportError`` if the requested package is missing.
     """
-    if name == AUTO:
-        chosen = FASTER_COCO_EVAL if fast_backend_available() else PYCOCOTOOLS
+    if name == AUTO and fast_backend_available():
+        chosen = FASTER_COCO_EVAL
         log.info("COCO evaluation backend: %s (auto)", _describe(chosen))
+    elif name == AUTO:
+        chosen = PYCOCOTOOLS
+        log.warning("COCO evaluation backend: %s (auto; faster-coco-eval is not installed: the same AP, several "
+                    "times slower; pip install faster-coco-eval)", _describe(chosen))
     elif name in _ALIASES:
         chosen = _ALIASES[name]
         log.info("COCO evaluation backend: %s", _describe(chosen))

@@ -1,33 +1,63 @@
 """Checkpoint I/O compatible with RVT / LEOD Lightning checkpoints (``state_dict["mdl." + key]``).
 
-Files are read with ``torch.load(weights_only=True)`` (no pickled code runs) and written atomically.
+Files are read with ``torch.load(weights_only=True)`` (no pickled code runs) and written atomically. A file
+that is missing, truncated, not a weights-only checkpoint, or holds non-finite weights raises
+:class:`~leod_core.data.formats.FormatError` naming it.
 """
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any, Dict, List, Mapping, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from leod_core.data.atomic import atomic_path
+from leod_core.data.formats import FormatError
 from leod_core.models.detector import RVTConfig, RVTDetector, build_detector
 
 MODEL_PREFIX = "mdl."
 CONFIG_KEY = "leod_model_config"
+#: Problems listed in full by :class:`CheckpointMismatchError`; the rest are counted.
+MAX_PROBLEMS_SHOWN = 50
+#: What ``torch.load(weights_only=True)`` raises for a file it cannot read: a pickle of other objects
+#: (UnpicklingError), a truncated or non-zip file (RuntimeError), an empty file (EOFError).
+_UNREADABLE_CHECKPOINT_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError)
 
 
 class CheckpointMismatchError(ValueError):
-    """A state dict does not fit a model; the message lists missing / unexpected keys and shape mismatches."""
+    """A state dict does not fit a model; the message names the file (when known) and lists missing /
+    unexpected keys and shape mismatches."""
+
+
+def _load_weights_only(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; an unreadable file raises :class:`FormatError`."""
+    if not os.path.isfile(path):
+        raise FormatError(path, "checkpoint file is missing")
+    try:
+        return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except _UNREADABLE_CHECKPOINT_ERRORS as err:
+        raise FormatError(path, f"not a readable weights-only PyTorch checkpoint: it is truncated, damaged, or "
+                                f"pickles objects other than tensors and plain containers, which are never "
+                                f"unpickled ({type(err).__name__})") from err
+
+
+def _check_finite(state_dict: Mapping[str, Tensor], source: str) -> None:
+    """Raise :class:`FormatError` naming the first floating-point tensor with a NaN or infinite value."""
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise FormatError(source, f"tensor {key!r} holds NaN or infinite values (a diverged training run?)")
 
 
 def _extract_state_dict(obj: Any, source: str) -> Dict[str, Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{source}: not a checkpoint: expected a Lightning checkpoint with 'state_dict' "
-                         f"or a dict of tensors")
+        raise FormatError(source, "not a checkpoint: expected a Lightning checkpoint with 'state_dict' "
+                                  "or a dict of tensors")
     sd = {str(k): v for k, v in obj.items()}
+    _check_finite(sd, source)
     if any(k.startswith(MODEL_PREFIX) for k in sd):
         # Lightning module: the detector lives under `mdl.`; other entries are not the detector.
         return {k[len(MODEL_PREFIX):]: v for k, v in sd.items() if k.startswith(MODEL_PREFIX)}
@@ -41,8 +71,7 @@ def load_rvt_state_dict(path: str | os.PathLike) -> Dict[str, Tensor]:
     with or without the ``mdl.`` prefix. When any key has the prefix, only those keys are returned (other
     Lightning entries are not part of the detector), with the prefix removed. Tensors are on the CPU.
     """
-    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    return _extract_state_dict(obj, os.fspath(path))
+    return _extract_state_dict(_load_weights_only(path), os.fspath(path))
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> List[str]:
@@ -58,16 +87,20 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> List
     return problems
 
 
-def load_into(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+def load_into(model: nn.Module, state_dict: Mapping[str, Tensor], source: str | os.PathLike | None = None) -> None:
     """Load ``state_dict`` into ``model`` with ``strict=True``.
 
-    Raises :class:`CheckpointMismatchError` listing every missing / unexpected key and shape mismatch.
+    Raises :class:`CheckpointMismatchError` listing every missing / unexpected key and shape mismatch (the
+    message starts with ``source``, the checkpoint file, when given).
     """
     problems = check_state_dict(model, state_dict)
     if problems:
-        shown = problems[:50] + ([f"... and {len(problems) - 50} more"] if len(problems) > 50 else [])
+        shown = problems[:MAX_PROBLEMS_SHOWN]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            shown.append(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+        where = f"{os.fspath(source)}: " if source is not None else ""
         raise CheckpointMismatchError(
-            f"checkpoint does not match the model ({len(problems)} problems):\n  " + "\n  ".join(shown))
+            f"{where}checkpoint does not match the model ({len(problems)} problems):\n  " + "\n  ".join(shown))
     model.load_state_dict(dict(state_dict), strict=True)
 
 
@@ -90,12 +123,22 @@ def load_model_checkpoint(path: str | os.PathLike, config: RVTConfig | None = No
     ``config`` is required for checkpoints without ``leod_model_config`` (RVT's / LEOD's own); when given
     it takes precedence over the stored one.
     """
-    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    obj = _load_weights_only(path)
     if config is None:
-        stored = obj.get(CONFIG_KEY) if isinstance(obj, Mapping) else None
-        if stored is None:
-            raise ValueError(f"{os.fspath(path)}: no '{CONFIG_KEY}' stored; pass the RVTConfig explicitly")
-        config = RVTConfig.from_dict(dict(stored))
+        config = _stored_config(obj, path)
     model = build_detector(config)
-    load_into(model, _extract_state_dict(obj, os.fspath(path)))
+    load_into(model, _extract_state_dict(obj, os.fspath(path)), path)
     return model, config
+
+
+def _stored_config(obj: Any, path: str | os.PathLike) -> RVTConfig:
+    """The :class:`RVTConfig` stored under :data:`CONFIG_KEY`; :class:`FormatError` if absent or invalid."""
+    stored = obj.get(CONFIG_KEY) if isinstance(obj, Mapping) else None
+    if stored is None:
+        raise FormatError(path, f"no '{CONFIG_KEY}' stored; pass the RVTConfig explicitly")
+    if not isinstance(stored, Mapping):
+        raise FormatError(path, f"'{CONFIG_KEY}' must be a mapping, got {type(stored).__name__}")
+    try:
+        return RVTConfig.from_dict(dict(stored))
+    except (TypeError, ValueError) as err:
+        raise FormatError(path, f"invalid '{CONFIG_KEY}': {err}") from err

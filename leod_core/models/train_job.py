@@ -104,7 +104,7 @@ def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | No
              job.optim.max_steps, d.batch_size, d.sequence_length, d.sampling, d.use_label_every)
     module = ResumableDetectionModule(model_config, loss, job.optim, d.use_label_every)
     if init_weights is not None:
-        load_into(module.mdl, load_rvt_state_dict(init_weights))
+        load_into(module.mdl, load_rvt_state_dict(init_weights), source=init_weights)
         log.info("initialised the detector from %s", init_weights)
     return fit(module, loader, job.seed, Path(out_dir), job.trainer)
 

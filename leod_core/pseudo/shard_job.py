@@ -57,6 +57,9 @@ def pseudo_label_shard(checkpoint: Path, data_dir: Path, split_path: Path, shard
     stats = pseudo_label_sequences(model, Path(data_dir) / "train", read_split(split_path), todo, None, tta_cfg,
                                    tracker_cfg, device, write, progress) if todo else {}
     written = [n for n in names if n not in set(empty)]
+    if empty:
+        log.warning("%d of %d sequences have no box (no GT kept, no prediction left after filtering): recorded as "
+                    "empty in shard.json, not written: %s", len(empty), len(todo), ", ".join(empty))
     log.info("shard %d/%d done: %s", shard, num_shards, ", ".join(f"{k} {v:g}" for k, v in stats.items()))
     return write_shard_manifest(shard_dir, shard, num_shards, written, empty,
                                 extra={"checkpoint": str(checkpoint), "stats": stats})

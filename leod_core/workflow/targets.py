@@ -78,7 +78,10 @@ def ablation_experiments(config: dict[str, Any]) -> list[Experiment]:
 def read_gate_file(path: str | Path) -> dict[str, Any]:
     """A ``gate.json`` as written by :func:`leod_core.workflow.jobs.gate_decision`."""
     with open(path, encoding="utf-8") as f:
-        gate = json.load(f)
+        try:
+            gate = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not a gate decision: not valid JSON ({err})") from err
     if not isinstance(gate, dict) or not isinstance(gate.get("passed"), bool):
         raise ValueError(f"{path}: not a gate decision (needs a boolean 'passed')")
     return gate

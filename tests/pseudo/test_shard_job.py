@@ -1,8 +1,13 @@
 """`leod pseudo-label` shards, `leod merge-shards` and `leod label-quality` end to end on synthetic data."""
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +16,7 @@ from leod_core.cli import main
 from leod_core.models.checkpoint import save_model_checkpoint
 from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.pseudo.shards import read_shard_manifest
+from leod_core.pseudo.writer import is_complete_sequence
 
 CONFIDENT_LOGIT = 3.0   # sigmoid 0.95: an untrained head that is sure of everything, so boxes reach every stage
 
@@ -88,3 +94,35 @@ def test_merge_names_a_missing_shard(small_dataset, confident_checkpoint, tmp_pa
 def test_shard_index_out_of_range(small_dataset, confident_checkpoint, tmp_path, caplog):
     assert pseudo_label(confident_checkpoint, small_dataset, tmp_path / "s", 2, 2) == 1
     assert "shard 2 is not in [0, 2)" in caplog.text
+
+
+def test_a_full_disk_midway_through_a_shard_is_reported_and_the_rerun_resumes(small_dataset, confident_checkpoint,
+                                                                               tmp_path, caplog, monkeypatch):
+    """The disk fills up while the second sequence's labels are written: the job fails naming the file, the first
+    sequence stays complete, nothing else looks complete, and once there is space the rerun writes only the rest
+    and ends with what an undisturbed job writes."""
+    assert pseudo_label(confident_checkpoint, small_dataset, tmp_path / "undisturbed", 0, 1) == 0
+    files_per_sequence = 2                              # objframe_idx_2_repr_idx.npy and labels.npz
+    real_write_bytes, writes = Path.write_bytes, []
+
+    def fills_up(path: Path, data: bytes) -> int:
+        if len(writes) == files_per_sequence + 1:
+            real_write_bytes(path, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        writes.append(path)
+        return real_write_bytes(path, data)
+
+    shard = tmp_path / "full"
+    monkeypatch.setattr(Path, "write_bytes", fills_up)
+    assert pseudo_label(confident_checkpoint, small_dataset, shard, 0, 1) == 1
+    monkeypatch.undo()
+    assert "No space left on device" in caplog.text and "labels.npz" in caplog.text
+    assert not (shard / "shard.json").exists()
+    entries = sorted((shard / "train").iterdir())
+    assert len(entries) == 1 and is_complete_sequence(entries[0])     # no half-written or hidden leftovers
+
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    assert pseudo_label(confident_checkpoint, small_dataset, shard, 0, 1) == 0
+    assert re.search(r"\d+ sequences, 1 already written", caplog.text)
+    assert label_files(shard) == label_files(tmp_path / "undisturbed")
