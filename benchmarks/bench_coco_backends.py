@@ -4,24 +4,28 @@ Both run the full Prophesee protocol (``evaluate_detections``: filters, time mat
 COCO runs) in one process; their metrics are checked to agree (|ΔAP| < 1e-4) before timings count.
 
 Usage: python benchmarks/bench_coco_backends.py [--sequences 8] [--frames 120] [--fp-per-frame 15] [--repeats 3]
+       python benchmarks/bench_coco_backends.py --gen1-test    (470 sequences x 30 labeled frames: Gen1 test's
+       sequence count with ~50 k GT boxes, ~260 k predictions)
 Prints a Markdown table row for BENCHMARKS.md (best of ``--repeats`` wall-clock seconds per backend).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+import torch
+
+from bench_common import load_average, provenance
 from leod_core.data.formats import PROPHESEE_BBOX_DTYPE
 from leod_core.evaluation.detection import evaluate_detections
 
 HEIGHT, WIDTH, LABEL_PERIOD_US = 240, 304, 250_000
 TOLERANCE = 1e-4
+#: ``--gen1-test``: Gen1's 470 test sequences, 30 labeled frames each (1-6 GT boxes a frame), one repeat.
+GEN1_TEST = dict(sequences=470, frames=30, repeats=1)
 
 
 def random_sequence(rng: np.random.Generator, frames: int, fp_per_frame: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +68,10 @@ def main() -> None:
     parser.add_argument("--fp-per-frame", type=int, default=15, help="false-positive predictions per frame")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gen1-test", action="store_true", help=f"a Gen1-test-sized set: {GEN1_TEST}")
     args = parser.parse_args()
+    if args.gen1_test:
+        vars(args).update(GEN1_TEST)
     rng = np.random.default_rng(args.seed)
     gt, pred = zip(*(random_sequence(rng, args.frames, args.fp_per_frame) for _ in range(args.sequences)))
     ref_s, ref = best_time("pycocotools", gt, pred, args.repeats)
@@ -72,14 +79,14 @@ def main() -> None:
     worst = max(abs(ref[k] - fast[k]) for k in ref)
     if worst >= TOLERANCE:
         sys.exit(f"backends disagree: max |delta| = {worst:.3g}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     n_gt, n_pred = sum(g.size for g in gt), sum(p.size for p in pred)
-    command = " ".join(["python benchmarks/bench_coco_backends.py", *sys.argv[1:]])
-    print("| benchmark | device | commit | command | pycocotools (s) | faster-coco-eval (s) | speed ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| benchmark | device | torch | commit | command | load | pycocotools (s) | faster-coco-eval (s) | "
+          "speed ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(f"| Prophesee eval (overall + per class), {args.sequences} seqs, {n_gt} GT / {n_pred} pred boxes, "
-          f"max abs diff {worst:.1e} | CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores | "
-          f"{commit} | `{command}` | {ref_s:.2f} | {fast_s:.2f} | {ref_s / fast_s:.1f}x |")
+          f"AP {ref['AP']:.4f} vs {fast['AP']:.4f}, max abs diff {worst:.1e} | "
+          f"{provenance(torch.device('cpu'), 'bench_coco_backends.py')} | {load_average()} | {ref_s:.2f} | "
+          f"{fast_s:.2f} | {ref_s / fast_s:.1f}x |")
 
 
 if __name__ == "__main__":

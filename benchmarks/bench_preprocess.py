@@ -2,18 +2,18 @@
 RVT's ``StackedHistogram.construct`` runs (uint8 accumulation, clamp), on the same random Gen1-size windows.
 
 Usage: python benchmarks/bench_preprocess.py [--events 50000] [--windows 40]
-Prints a Markdown table row for BENCHMARKS.md. Outputs are checked to be identical before timing counts.
+Prints a Markdown table row for BENCHMARKS.md (ms per window and events/s). Outputs are checked to be identical
+before timing counts.
 """
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 
 import numpy as np
 import torch
 
+from bench_common import load_average, provenance
 from leod_core.data.representation import stacked_histogram
 
 HEIGHT, WIDTH, NBINS, CUTOFF = 240, 304, 10, 10
@@ -58,11 +58,12 @@ def main() -> None:
         assert np.array_equal(stacked_histogram(*w, HEIGHT, WIDTH, NBINS, CUTOFF), torch_reference(*tw))
     ours = time_it(lambda *w: stacked_histogram(*w, HEIGHT, WIDTH, NBINS, CUTOFF), windows)
     ref = time_it(torch_reference, torch_windows)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print("| benchmark | device | commit | ours (ms/window) | torch reference (ms/window) | speed ratio |")
-    print("|---|---|---|---|---|---|")
-    print(f"| stacked histogram, {args.events} events, 240x304 | CPU {platform.processor() or platform.machine()}, "
-          f"1 thread | {commit} | {ours * 1e3:.2f} | {ref * 1e3:.2f} | {ref / ours:.2f}x |")
+    print("| benchmark | device | torch | commit | command | load | ours (ms/window) | ours (M events/s) | "
+          "torch reference (ms/window) | speed ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| stacked histogram, {args.events} events, 240x304 | {provenance(torch.device('cpu'), 'bench_preprocess.py')}"
+          f" | {load_average()} | {ours * 1e3:.2f} | {args.events / ours / 1e6:.1f} | {ref * 1e3:.2f} | "
+          f"{ref / ours:.2f}x |")
 
 
 if __name__ == "__main__":

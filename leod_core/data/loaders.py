@@ -79,16 +79,14 @@ def select_sequences(data_dir: PathLike, split: LabelSplit | None) -> list[Train
         raise ValueError(f"label split and {train_dir} disagree: sequences missing on disk {missing[:5]}, "
                          f"absent from the split {extra[:5]}")
     wsod = split.setting == "wsod"
-    out = []
-    for d in dirs:
-        kept = split.labeled_frames[d.name]
-        if not kept:
-            if wsod:
-                log.warning("sequence %s keeps no labeled frame: left out of training", d.name)
-            continue
-        out.append(TrainSequence(d, tuple(kept), guarantee_labels=not wsod))
+    out = [TrainSequence(d, tuple(split.labeled_frames[d.name]), guarantee_labels=not wsod)
+           for d in dirs if split.labeled_frames[d.name]]
     if not out:
         raise ValueError(f"label split keeps no labeled sequence in {train_dir}")
+    unlabeled = [d.name for d in dirs if not split.labeled_frames[d.name]]
+    if wsod and unlabeled:     # (SSOD leaves whole sequences unlabeled by design)
+        log.warning("%d of %d WSOD sequences keep no labeled frame and are left out of training: %s",
+                    len(unlabeled), len(dirs), ", ".join(unlabeled))
     return out
 
 

@@ -212,6 +212,9 @@ def write_event_representations(events: formats.RawEvents, repr_ts: np.ndarray, 
             writer.append(frame[None])
 
 
+NO_LABELS = "no-labels"     # preprocess_sequence's status for a sequence whose boxes were all filtered out
+
+
 def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, split: str,
                         cfg: PreprocessConfig) -> str:
     """Preprocess one raw sequence into ``out_dir`` (``{root}/{split}/{seq}``); returns a status word.
@@ -227,8 +230,8 @@ def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, spli
     try:
         plan = plan_sequence(boxes, split, events.height, events.width, cfg, boxes_file)
     except NoLabelsError:
-        log.warning("%s: no labels left after filtering; sequence not written", boxes_file)
-        return "no-labels"
+        log.debug("%s: no labels left after filtering; sequence not written", boxes_file)
+        return NO_LABELS
     formats.write_labels(paths.labels, plan.labels)
     formats.write_npy(paths.label_timestamps, plan.label_timestamps_us)
     formats.write_npy(paths.objframe_idx_2_repr_idx, plan.objframe_idx_2_repr_idx)
@@ -277,4 +280,8 @@ def preprocess_dataset(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, work
     write_text_atomic(out_dir / "preprocess_summary.json", json.dumps(summary, indent=2, sort_keys=True))
     for split, by_status in summary["splits"].items():
         log.info("%s: %s", split, ", ".join(f"{len(v)} {k}" for k, v in sorted(by_status.items())))
+    unlabeled = [str(bx) for (_, _, _, bx), status in zip(jobs, statuses) if status == NO_LABELS]
+    if unlabeled:
+        log.warning("%d of %d sequences have no labels left after filtering and were not written: %s",
+                    len(unlabeled), len(jobs), ", ".join(unlabeled))
     return summary

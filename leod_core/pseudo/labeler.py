@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
@@ -51,6 +53,25 @@ class SequenceResult:
     num_inpainted: int    # ignore boxes added by inpainting
     num_gt: int           # GT boxes passed through
     num_gt_frames: int
+
+
+@dataclass(frozen=True)
+class LabelerConfig:
+    """How the end-to-end labeller overlaps its stages (the labels written do not depend on it).
+
+    Attributes:
+        background_write: track and write each finished sequence in one background thread while the inference of
+            the next ones goes on (same calls, same order); False runs them inline between inference steps.
+        max_pending_sequences: finished sequences queued for or inside the background stage before inference
+            waits for the oldest (bounds the merged boxes held in memory).
+    """
+
+    background_write: bool = True
+    max_pending_sequences: int = 2
+
+    def __post_init__(self) -> None:
+        if self.max_pending_sequences < 1:
+            raise ValueError(f"max_pending_sequences must be >= 1, got {self.max_pending_sequences}")
 
 
 def concat_rows(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -138,10 +159,18 @@ def default_writer(out_dir: Union[str, Path], downsampled_by_2: bool) -> Writer:
     return write
 
 
+def track_and_write(merged: MergedSequence, tracker_cfg: TrackerConfig, writer: Writer) -> SequenceResult:
+    """:func:`track_and_summarize` one sequence and hand its labels to ``writer``."""
+    res = track_and_summarize(merged, tracker_cfg)
+    writer(merged.name, merged.seq_dir, res.labels, res.objframe_idx_2_repr_idx)
+    return res
+
+
 def pseudo_label_sequences(model, data_dir: Union[str, Path], split: LabelSplit, sequences: Optional[Sequence[str]],
                            out_dir: Union[str, Path, None], tta_cfg: TTAConfig = TTAConfig(),
                            tracker_cfg: TrackerConfig = TrackerConfig(), device: Union[str, torch.device] = "cpu",
-                           writer: Optional[Writer] = None, progress: bool = True) -> Dict[str, float]:
+                           writer: Optional[Writer] = None, progress: bool = True,
+                           labeler_cfg: LabelerConfig = LabelerConfig()) -> Dict[str, float]:
     """Pseudo-label ``sequences`` of ``data_dir`` (the training split directory) and hand each to ``writer``.
 
     Args:
@@ -156,11 +185,14 @@ def pseudo_label_sequences(model, data_dir: Union[str, Path], split: LabelSplit,
         writer: ``writer(seq_name, source_seq_dir, labels, objframe_idx_2_repr_idx)``; default
             :func:`default_writer` ``(out_dir, tta_cfg.downsampled_by_2)``.
         progress: tqdm bar over sequences.
+        labeler_cfg: :class:`LabelerConfig` (tracking + writing in a background thread or inline).
 
     Returns:
         counts: ``sequences``, ``frames`` (written frames), ``pseudo_boxes`` (merged predictions, ignored ones
         included), ``ignored`` (relabelled 1024 by the tracker), ``inpainted``, ``gt_boxes``, ``gt_frames``,
-        ``frame_views`` (representations x views streamed), ``seconds`` and ``frame_views_per_s``.
+        ``frame_views`` (representations x views streamed), ``predicted_frames`` (streamed representations
+        without kept GT), ``frames_without_box`` (of those, the ones left without any box), ``seconds`` and
+        ``frame_views_per_s``.
     """
     names = sorted(split.labeled_frames) if sequences is None else list(dict.fromkeys(sequences))
     unknown = [n for n in names if n not in split.labeled_frames]
@@ -175,24 +207,45 @@ def pseudo_label_sequences(model, data_dir: Union[str, Path], split: LabelSplit,
         writer = default_writer(out_dir, tta_cfg.downsampled_by_2)
     kept = {n: split.labeled_frames[n] for n in names}
     totals = dict(sequences=0, frames=0, pseudo_boxes=0, ignored=0, inpainted=0, gt_boxes=0, gt_frames=0,
-                  frame_views=0)
+                  frame_views=0, predicted_frames=0, frames_without_box=0)
     bar = tqdm(total=len(names), unit="seq", desc="pseudo-labelling", disable=not progress)
+    log.info("tracking + writing %s", "in a background thread, overlapping inference" if labeler_cfg.background_write
+             else "inline, between inference steps")
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-write") \
+        if labeler_cfg.background_write else None
+    pending: deque[Tuple[MergedSequence, Future]] = deque()
+
+    def account(merged: MergedSequence, res: SequenceResult) -> None:
+        totals["sequences"] += 1
+        totals["frames"] += len(res.objframe_idx_2_repr_idx)
+        totals["pseudo_boxes"] += res.num_pseudo
+        totals["ignored"] += res.num_ignored
+        totals["inpainted"] += res.num_inpainted
+        totals["gt_boxes"] += res.num_gt
+        totals["gt_frames"] += res.num_gt_frames
+        totals["frame_views"] += merged.num_frame_views
+        predicted = predicted_frames(merged)
+        totals["predicted_frames"] += predicted
+        totals["frames_without_box"] += predicted - len(merged.pseudo)
+        bar.update(1)
+        bar.set_postfix(boxes=totals["pseudo_boxes"], ignored=totals["ignored"])
+
     t0 = time.perf_counter()
     try:
         for merged in predict_sequence_views(model, data_dir, names, kept, tta_cfg, device):
-            res = track_and_summarize(merged, tracker_cfg)
-            writer(merged.name, merged.seq_dir, res.labels, res.objframe_idx_2_repr_idx)
-            totals["sequences"] += 1
-            totals["frames"] += len(res.objframe_idx_2_repr_idx)
-            totals["pseudo_boxes"] += res.num_pseudo
-            totals["ignored"] += res.num_ignored
-            totals["inpainted"] += res.num_inpainted
-            totals["gt_boxes"] += res.num_gt
-            totals["gt_frames"] += res.num_gt_frames
-            totals["frame_views"] += merged.num_frame_views
-            bar.update(1)
-            bar.set_postfix(boxes=totals["pseudo_boxes"], ignored=totals["ignored"])
+            if background is None:
+                account(merged, track_and_write(merged, tracker_cfg, writer))
+                continue
+            pending.append((merged, background.submit(track_and_write, merged, tracker_cfg, writer)))
+            while len(pending) > labeler_cfg.max_pending_sequences:
+                done, future = pending.popleft()
+                account(done, future.result())
+        while pending:
+            done, future = pending.popleft()
+            account(done, future.result())
     finally:
+        if background is not None:
+            background.shutdown(wait=True, cancel_futures=True)
         bar.close()
     seconds = time.perf_counter() - t0
     out: Dict[str, float] = dict(totals)
@@ -201,4 +254,12 @@ def pseudo_label_sequences(model, data_dir: Union[str, Path], split: LabelSplit,
     log.info("pseudo-labelled %d sequences: %d frames, %d pseudo boxes (%d ignored by tracking), %d inpainted, "
              "%d GT boxes; %.1f frame-views/s", totals["sequences"], totals["frames"], totals["pseudo_boxes"],
              totals["ignored"], totals["inpainted"], totals["gt_boxes"], out["frame_views_per_s"])
+    log.info("%d of %d predicted frames have no box after the thresholds and the merge (no label is written for "
+             "them)", totals["frames_without_box"], totals["predicted_frames"])
     return out
+
+
+def predicted_frames(merged: MergedSequence) -> int:
+    """Representations the model labelled: those streamed, less the kept GT frames (which pass through)."""
+    start, stop = merged.stream_range
+    return stop - start - sum(1 for f in merged.gt if start <= f < stop)

@@ -54,6 +54,7 @@ import dataclasses
 import logging
 import math
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -119,6 +120,14 @@ class TTAConfig:
         downsampled_by_2: read ``event_representations_ds2_nearest.h5`` and scale boxes by 2 (Gen4).
         start_from_zero: stream from representation 0 instead (not LEOD's pseudo-labelling setting).
         batched: the batched path (True) or the one-view-at-a-time reference path (False).
+        prefilter_scores: before the per-view NMS, drop candidates whose ``obj * cls`` is below
+            :meth:`min_passing_score` (no box that passes the per-class thresholds scores lower). Exact: greedy NMS
+            only lets a box suppress lower-ranked ones, so a dropped candidate could neither be kept nor remove a
+            kept box; the rows are unchanged and the NMS runs on far fewer candidates. False: NMS over every
+            candidate with ``obj * cls >= confidence_threshold`` (LEOD's order of work).
+        prefetch_reads: read the next ``sequence_length`` representations of every stream in a background thread
+            while the model runs (same data, same order; each open stream then holds two chunks, e.g. 2 x 31 MB
+            for Gen1 with ``L = 21``).
     """
 
     hflip: bool = True
@@ -136,6 +145,8 @@ class TTAConfig:
     downsampled_by_2: bool = False
     start_from_zero: bool = False
     batched: bool = True
+    prefilter_scores: bool = True
+    prefetch_reads: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.sequence_length < 1:
@@ -186,6 +197,21 @@ class TTAConfig:
     def max_box_width(self, frame_width: int) -> int:
         """``floor(max_width_frac * W)`` exactly (LEOD: ``(9 * W) // 10``)."""
         return math.floor(Fraction(repr(float(self.max_width_frac))) * int(frame_width))
+
+    def min_passing_score(self, num_classes: int) -> float:
+        """Smallest float32 ``obj * cls`` that a box passing the per-class thresholds can have:
+        ``min_c fl32(obj_thresh_c) * fl32(cls_thresh_c)`` in float32 (``obj > a`` and ``cls > b`` give
+        ``obj * cls > a * b`` exactly, and float32 rounding is monotonic)."""
+        obj, cls = self.class_thresholds(num_classes)
+        products = torch.tensor(obj, dtype=torch.float32) * torch.tensor(cls, dtype=torch.float32)
+        return float(products.min())
+
+    def score_floor(self, num_classes: int) -> float:
+        """Score threshold of the per-view postprocess: ``confidence_threshold``, raised to
+        :meth:`min_passing_score` with ``prefilter_scores``."""
+        if not self.prefilter_scores:
+            return self.confidence_threshold
+        return max(self.confidence_threshold, self.min_passing_score(num_classes))
 
     def class_thresholds(self, num_classes: int) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
         """(objectness, class) thresholds, one per class."""
@@ -415,45 +441,74 @@ def _finish(seq: _Seq, cfg: TTAConfig, keep_views: bool) -> MergedSequence:
                           views=views, num_frame_views=seq.frame_views)
 
 
+_Chunk = Tuple[List[int], np.ndarray]  # representation indices in processing order, uint8 [n, C, H, W]
+
+
 class _Stream:
     """One direction of one sequence, read ``chunk`` representations at a time, in processing order
-    (forward: ``start .. N-1``; reversed: ``N-1 .. start`` with the channels reversed)."""
+    (forward: ``start .. N-1``; reversed: ``N-1 .. start`` with the channels reversed).
 
-    def __init__(self, seq: _Seq, reverse: bool, chunk: int):
+    With a ``reader`` (a one-thread executor shared by all streams), the chunk after the one being consumed is
+    read in that thread (h5py serialises file access through its own lock; one read per stream is in flight).
+    """
+
+    def __init__(self, seq: _Seq, reverse: bool, chunk: int, reader: Optional[ThreadPoolExecutor] = None):
         self.seq = seq
         self.reverse = reverse
         self.chunk = chunk
+        self.reader = reader
         self.pos = seq.num_reprs if reverse else seq.start  # reversed: exclusive upper end of what is left
         self.consumed = 0
         self.h5: Optional[h5py.File] = None
         self.data: Optional[np.ndarray] = None
         self.reprs: List[int] = []
         self.k = 0
+        self.pending: Optional[Future] = None
 
     @property
     def exhausted(self) -> bool:
         return self.consumed >= self.seq.length
 
-    def _read(self) -> None:
-        if self.h5 is None:
-            self.h5 = open_event_repr(self.seq.ev_file)
+    def _next_range(self) -> Optional[Tuple[int, int]]:
+        """[a, b) of the next chunk to read (None when all is read); advances ``pos``."""
         if self.reverse:
             a, b = max(self.pos - self.chunk, self.seq.start), self.pos
             self.pos = a
         else:
             a, b = self.pos, min(self.pos + self.chunk, self.seq.num_reprs)
             self.pos = b
+        return (a, b) if a < b else None
+
+    def _load(self, a: int, b: int) -> _Chunk:
+        """Read representations [a, b) in processing order."""
+        if self.h5 is None:
+            self.h5 = open_event_repr(self.seq.ev_file)
         try:
             data = self.h5["data"][a:b]
         except OSError as err:
-            self.close()
             raise FormatError(self.seq.ev_file, f"cannot read frames {a}:{b} ({err})") from err
         if self.reverse:
-            data = np.ascontiguousarray(data[::-1, ::-1])  # steps reversed, channels reversed (x.flip(0))
-            self.reprs = list(range(b - 1, a - 1, -1))
-        else:
-            self.reprs = list(range(a, b))
-        self.data, self.k = data, 0
+            return list(range(b - 1, a - 1, -1)), np.ascontiguousarray(data[::-1, ::-1])  # x.flip(0) per step
+        return list(range(a, b)), data
+
+    def _submit_next(self) -> None:
+        """Start reading the next chunk in the reader thread (if there is one and a chunk is left)."""
+        span = self._next_range()
+        self.pending = self.reader.submit(self._load, *span) if span is not None else None
+
+    def _read(self) -> None:
+        try:
+            if self.reader is None:
+                self.reprs, self.data = self._load(*self._next_range())
+            else:
+                if self.pending is None:
+                    self._submit_next()
+                self.reprs, self.data = self.pending.result()
+                self._submit_next()
+        except FormatError:
+            self.close()
+            raise
+        self.k = 0
 
     def next(self) -> Tuple[int, np.ndarray]:
         """(representation index, uint8 [C, H, W]) of the next step."""
@@ -472,6 +527,11 @@ class _Stream:
         return j + tflip_offset if self.reverse else j
 
     def close(self) -> None:
+        """Close the file, after any read still in flight (whose result or error is dropped)."""
+        if self.pending is not None:
+            self.pending.cancel()
+            wait([self.pending])
+            self.pending = None
         if self.h5 is not None:
             self.h5.close()
             self.h5 = None
@@ -494,6 +554,7 @@ class _Runner:
         self.amp = cfg.torch_autocast_dtype
         self.num_classes = int(model.num_classes)
         self.obj_thr, self.cls_thr = cfg.class_thresholds(self.num_classes)
+        self.score_floor = cfg.score_floor(self.num_classes)
         self.frame_hw = frame_hw
         self.scale = 2.0 if cfg.downsampled_by_2 else 1.0
 
@@ -504,7 +565,7 @@ class _Runner:
         """Head + postprocess + per-view filter on ``features`` (one row per owner); store the rows."""
         with autocast_context(self.device, self.amp):
             head = self.model.forward_detect(features)
-        dets = postprocess(head, self.num_classes, self.cfg.confidence_threshold, self.cfg.nms_threshold)
+        dets = postprocess(head, self.num_classes, self.score_floor, self.cfg.nms_threshold)
         rows = filter_view_predictions(dets, [v.hflip for _, v, _ in owners], self.frame_hw, self.obj_thr,
                                        self.cls_thr, self.cfg, self.scale)
         for (seq, view, frame), r in zip(owners, rows):
@@ -512,8 +573,8 @@ class _Runner:
                 seq.add(view.name, frame, r)
 
 
-def _run_batched(runner: _Runner, seqs: List[_Seq], cfg: TTAConfig, keep_views: bool,
-                 bar: tqdm) -> Iterator[MergedSequence]:
+def _run_batched(runner: _Runner, seqs: List[_Seq], cfg: TTAConfig, keep_views: bool, bar: tqdm,
+                 reader: Optional[ThreadPoolExecutor]) -> Iterator[MergedSequence]:
     model, device = runner.model, runner.device
     directions = (False, True) if cfg.tflip else (False,)
     hflip = cfg.hflip
@@ -521,7 +582,7 @@ def _run_batched(runner: _Runner, seqs: List[_Seq], cfg: TTAConfig, keep_views: 
     for s in sorted(seqs, key=lambda s: s.length, reverse=True):  # stable: caller's order on ties
         s.open_streams = len(directions)
         for rev in directions:  # both directions of a sequence side by side
-            queue.append(_Stream(s, rev, cfg.sequence_length))
+            queue.append(_Stream(s, rev, cfg.sequence_length, reader))
     num_slots = min(cfg.batch_size * len(directions), len(queue))
     slots: List[Optional[_Stream]] = [None] * num_slots
     states = None
@@ -587,12 +648,12 @@ def _run_batched(runner: _Runner, seqs: List[_Seq], cfg: TTAConfig, keep_views: 
             st.close()
 
 
-def _run_sequential(runner: _Runner, seqs: List[_Seq], cfg: TTAConfig, keep_views: bool,
-                    bar: tqdm) -> Iterator[MergedSequence]:
+def _run_sequential(runner: _Runner, seqs: List[_Seq], cfg: TTAConfig, keep_views: bool, bar: tqdm,
+                    reader: Optional[ThreadPoolExecutor]) -> Iterator[MergedSequence]:
     model, device = runner.model, runner.device
     for seq in seqs:
         for view in cfg.views:
-            st = _Stream(seq, view.tflip, cfg.sequence_length)
+            st = _Stream(seq, view.tflip, cfg.sequence_length, reader)
             states = None
             try:
                 while not st.exhausted:
@@ -656,13 +717,19 @@ def predict_sequence_views(model, data_dir: Union[str, Path], sequences: Optiona
     runner = _Runner(model, cfg, device, seqs[0].frame_hw)
     views = cfg.views
     width = cfg.batch_size * len(views) if cfg.batched else 1
-    log.info("TTA pseudo-labelling: %s path, views %s, precision %s, model batch %d, %d sequences on %s",
+    log.info("TTA pseudo-labelling: %s path, views %s, precision %s, model batch %d, %d sequences on %s; "
+             "per-view NMS on scores >= %.4g (%s), reads %s",
              "batched" if cfg.batched else "sequential (one view at a time)", [v.name for v in views],
-             cfg.precision, width, len(seqs), device)
+             cfg.precision, width, len(seqs), device, runner.score_floor,
+             "exact pre-filter at the per-class thresholds" if cfg.prefilter_scores else "confidence threshold",
+             "prefetched in a background thread" if cfg.prefetch_reads else "inline")
     total = sum(s.length for s in seqs) * len(views) // (2 if cfg.batched and cfg.hflip else 1)
     bar = tqdm(total=total, unit="step", desc="pseudo-label inference", disable=not progress)
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tta-read") if cfg.prefetch_reads else None
     try:
         run = _run_batched if cfg.batched else _run_sequential
-        yield from run(runner, seqs, cfg, keep_views, bar)
+        yield from run(runner, seqs, cfg, keep_views, bar, reader)
     finally:
         bar.close()
+        if reader is not None:
+            reader.shutdown(wait=True)

@@ -19,9 +19,12 @@ import h5py
 import numpy as np
 import pytest
 
-from bad.corpus import (CASES, FILES, SENSOR_HW, SPLIT_LENGTH, SPLIT_RATIO, TRAIN_SEQ, BadCase, Pristine,
-                        build_pristine, crc32_hex, default_workflow_config, edit_boxes, edit_labels,
-                        load_workflow_config, raw_copy, rewrite_events, run_leod, seq_copy)
+from bad.common import (FILES, SENSOR_HW, SPLIT_LENGTH, SPLIT_RATIO, TRAIN_SEQ, BadCase, Pristine, build_pristine,
+                        crc32_hex, run_leod)
+from bad.configs import default_workflow_config, load_workflow_config
+from bad.corpus import CASES
+from bad.preprocessed import edit_labels, seq_copy
+from bad.raw import edit_boxes, raw_copy, rewrite_events
 from leod_core.cli import main as leod_main
 from leod_core.data.download import SUMMARY_NAME
 from leod_core.data.sequence import SequenceReader
@@ -134,7 +137,7 @@ def test_a_sequence_without_boxes_is_skipped_and_logged(pristine, tmp_path, capl
     edit_boxes(lambda rows: rows[:0])(boxes)
     with caplog.at_level(logging.WARNING):
         run_leod(["preprocess", "--raw", str(raw), "--out", str(tmp_path / "data"), "--preset", "synth"])
-    assert f"{boxes}: no labels left after filtering; sequence not written" in caplog.text
+    assert f"sequences have no labels left after filtering and were not written: {boxes}" in caplog.text
     assert not (tmp_path / "data" / "train" / TRAIN_SEQ).exists()
 
 

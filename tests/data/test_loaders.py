@@ -5,6 +5,7 @@ and the ground truth of the labeled frame at representation ``r`` has ``t == 100
 """
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -194,6 +195,17 @@ def test_ssod_split_drops_unlabeled_sequences(tmp_path):
     assert select_sequences(tmp_path, None)[1].kept_frames is None
     with pytest.raises(ValueError, match="disagree"):
         select_sequences(tmp_path, LabelSplit("ssod", 0.5, 4, {"a": [0], "b": []}))
+
+
+def test_wsod_sequences_without_labeled_frames_are_logged_once_with_their_count(tmp_path, caplog):
+    for name in ("a", "b", "c"):
+        write_sequence(tmp_path, name, 30, REPRS_30)
+    with caplog.at_level(logging.WARNING):
+        selected = select_sequences(tmp_path, LabelSplit("wsod", 0.1, 4, {"a": [], "b": [3], "c": []}))
+        select_sequences(tmp_path, LabelSplit("ssod", 0.34, 4, {"a": [], "b": list(range(10)), "c": []}))
+    assert [s.path.name for s in selected] == ["b"]
+    (warning,) = caplog.records                         # SSOD's unlabeled sequences are by design: not logged
+    assert warning.message == "2 of 3 WSOD sequences keep no labeled frame and are left out of training: a, c"
 
 
 # ------------------------------------------------------------------------------------------ labels

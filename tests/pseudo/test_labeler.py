@@ -10,7 +10,8 @@ import pytest
 from builders import spread_logit_model, write_sequence
 from leod_core.data.formats import PSEUDO_BBOX_DTYPE, SequenceLabels, SequencePaths, read_labels
 from leod_core.data.splits import LabelSplit
-from leod_core.pseudo.labeler import concat_rows, pseudo_label_sequences, same_rows, track_and_summarize
+from leod_core.pseudo.labeler import (LabelerConfig, concat_rows, pseudo_label_sequences, same_rows,
+                                     track_and_summarize)
 from leod_core.pseudo.tracker import TrackerConfig
 from leod_core.pseudo.tta import MergedSequence, TTAConfig, predict_sequence_views
 
@@ -172,3 +173,31 @@ def test_unknown_sequence_and_missing_writer(model, data_dir):
         pseudo_label_sequences(model, data_dir, SPLIT, ["zzz"], None, writer=CaptureWriter(), progress=False)
     with pytest.raises(ValueError, match="out_dir or a writer"):
         pseudo_label_sequences(model, data_dir, SPLIT, ["a"], None, progress=False)
+
+
+def test_background_write_gives_the_same_labels_in_the_same_order(model, data_dir):
+    tta = TTAConfig(sequence_length=4, batch_size=2)
+    inline, background = CaptureWriter(), CaptureWriter()
+    counts = [pseudo_label_sequences(model, data_dir, SPLIT, None, None, tta, TrackerConfig(), "cpu", writer,
+                                     progress=False, labeler_cfg=LabelerConfig(background_write=flag,
+                                                                               max_pending_sequences=1))
+              for writer, flag in ((inline, False), (background, True))]
+    assert list(inline.written) == list(background.written)
+    for name, (src, labels, o2r) in inline.written.items():
+        src_b, labels_b, o2r_b = background.written[name]
+        assert src == src_b and o2r.tobytes() == o2r_b.tobytes()
+        assert labels.labels.tobytes() == labels_b.labels.tobytes()
+    timing = ("seconds", "frame_views_per_s")
+    assert {k: v for k, v in counts[0].items() if k not in timing} == \
+           {k: v for k, v in counts[1].items() if k not in timing}
+
+
+def test_background_writer_error_reaches_the_caller(model, data_dir):
+    def failing_writer(*_):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        pseudo_label_sequences(model, data_dir, SPLIT, None, None, TTAConfig(sequence_length=4, batch_size=2),
+                               writer=failing_writer, progress=False, labeler_cfg=LabelerConfig())
+    with pytest.raises(ValueError, match="max_pending_sequences"):
+        LabelerConfig(max_pending_sequences=0)

@@ -27,6 +27,9 @@ CAR, PED = 0, 1
 
 
 # --------------------------------------------------------------------------------------------- builders
+GT_FRAME_PERIOD_US = 50_000
+
+
 def gt(*boxes) -> np.ndarray:
     """GT rows (Prophesee dtype) from (x, y, w, h, class) tuples."""
     out = np.zeros(len(boxes), dtype=PROPHESEE_BBOX_DTYPE)
@@ -54,13 +57,25 @@ def as_pseudo(rows: np.ndarray) -> np.ndarray:
     return out
 
 
+def timed(frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """The frames with their GT rows (``t != 0``) stamped with one increasing time per representation index, as
+    real labels are (readers reject frames out of time order)."""
+    out = {}
+    for r, rows in frames.items():
+        out[r] = rows.copy()
+        out[r]["t"][rows["t"] != 0] = (r + 1) * GT_FRAME_PERIOD_US
+    return out
+
+
 def write_source(root: Path, name: str, num_reprs: int, frames: dict[int, np.ndarray], ds2: bool = False) -> None:
+    frames = timed(frames)
     labeled = sorted(frames)
     write_sequence(root / "train" / name, num_reprs, labeled, seed=0, hw=HW, ds2=ds2,
                    boxes=[frames[r] for r in labeled])
 
 
 def write_pseudo(root: Path, name: str, frames: dict[int, np.ndarray]) -> None:
+    frames = timed(frames)
     paths = SequencePaths(root / "train" / name)
     reprs = sorted(r for r in frames if len(frames[r]))
     if reprs:

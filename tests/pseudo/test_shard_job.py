@@ -1,6 +1,7 @@
 """`leod pseudo-label` shards, `leod merge-shards` and `leod label-quality` end to end on synthetic data."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from leod_core.cli import main
+from leod_core.data.splits import make_split, write_split
 from leod_core.models.checkpoint import save_model_checkpoint
 from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.pseudo.shards import read_shard_manifest
@@ -126,3 +128,29 @@ def test_a_full_disk_midway_through_a_shard_is_reported_and_the_rerun_resumes(sm
     assert pseudo_label(confident_checkpoint, small_dataset, shard, 0, 1) == 0
     assert re.search(r"\d+ sequences, 1 already written", caplog.text)
     assert label_files(shard) == label_files(tmp_path / "undisturbed")
+
+
+def test_sequences_without_any_box_are_logged_once_with_their_count(small_dataset, tmp_path, caplog):
+    """SSOD 1/3: two of the three sequences keep no GT, and a model that is sure of nothing predicts no box there."""
+    config = RVTConfig.tiny(2, (64, 96), embed_dim=16, dim_head=16)
+    model = build_detector(config)
+    with torch.no_grad():
+        for pred in model.yolox_head.obj_preds:
+            pred.bias.fill_(-CONFIDENT_LOGIT * 10)
+    save_model_checkpoint(tmp_path / "silent.ckpt", model, config)
+    split = make_split(small_dataset.root / "train", "ssod", 1 / 3, 5)
+    write_split(tmp_path / "ssod.json", split)
+    unlabeled = sorted(name for name, frames in split.labeled_frames.items() if not frames)
+    assert len(unlabeled) == 2
+
+    dataset = dataclasses.replace(small_dataset, split=tmp_path / "ssod.json")
+    with caplog.at_level(logging.INFO):
+        assert pseudo_label(tmp_path / "silent.ckpt", dataset, tmp_path / "shard", 0, 1) == 0
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.message.startswith("2 of 3 sequences have no box") and warning.message.endswith(", ".join(unlabeled))
+    manifest = read_shard_manifest(tmp_path / "shard")
+    assert sorted(manifest.empty_sequences) == unlabeled
+    stats = manifest.extra["stats"]
+    assert stats["frames_without_box"] == stats["predicted_frames"] > 0
+    (empty_frames,) = [r.message for r in caplog.records if "predicted frames have no box" in r.message]
+    assert empty_frames.startswith(f"{stats['predicted_frames']} of {stats['predicted_frames']} predicted frames")

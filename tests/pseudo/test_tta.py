@@ -514,3 +514,36 @@ def test_report_frame_views_per_second(model, data_dir, capsys):
                      f"= {fv / dt:.1f} frame-views/s")
     with capsys.disabled():
         print("\n[tta throughput, tiny RVT 64x96, CPU] " + " | ".join(lines))
+
+
+# ------------------------------------------------------------------------------------- optional fast paths
+def assert_identical_results(a: dict[str, MergedSequence], b: dict[str, MergedSequence]) -> None:
+    """Same frames and byte-identical rows, merged and per view."""
+    assert a.keys() == b.keys()
+    for name in a:
+        x, y = a[name], b[name]
+        assert x.num_frame_views == y.num_frame_views and x.pseudo.keys() == y.pseudo.keys()
+        assert all(x.pseudo[f].tobytes() == y.pseudo[f].tobytes() for f in x.pseudo)
+        for view in x.views:
+            assert x.views[view].keys() == y.views[view].keys()
+            assert all(x.views[view][f].tobytes() == y.views[view][f].tobytes() for f in x.views[view])
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_score_prefilter_and_read_prefetch_change_nothing(model, data_dir, batched):
+    plain = run(model, data_dir, batched=batched, batch_size=2, prefilter_scores=False, prefetch_reads=False)
+    fast = run(model, data_dir, batched=batched, batch_size=2, prefilter_scores=True, prefetch_reads=True)
+    assert_identical_results(fast, plain)
+    assert sum(m.num_pseudo_boxes for m in fast.values()) > 0
+
+
+def test_min_passing_score_bounds_every_passing_box():
+    cfg = TTAConfig(obj_thresh=(0.6, 0.3), cls_thresh=(0.7, 0.25))
+    floor = cfg.min_passing_score(2)
+    assert floor == float(torch.tensor(0.3, dtype=torch.float32) * torch.tensor(0.25, dtype=torch.float32))
+    assert cfg.score_floor(2) == floor
+    assert TTAConfig(prefilter_scores=False).score_floor(2) == 0.01
+    # the smallest float32 scores just above the thresholds still clear the floor
+    obj = torch.nextafter(torch.tensor(0.3), torch.tensor(1.0))
+    cls = torch.nextafter(torch.tensor(0.25), torch.tensor(1.0))
+    assert float(obj * cls) >= floor

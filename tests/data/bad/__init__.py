@@ -1,1 +1,2 @@
-"""A corpus of bad inputs (``corpus.py`` builds them, ``files/`` holds the small committed ones)."""
+"""A corpus of bad inputs (``corpus.py`` collects the cases of the per-category modules, ``files/`` holds the
+small committed ones)."""

@@ -1,0 +1,96 @@
+"""Training steps/s with the HDF5 training loader in the loop against the same steps on in-memory batches.
+
+Loader: ``build_train_loader`` (random-access or mixed sampling, LEOD's augmentation, ``--workers`` DataLoader
+workers) over synthetic preprocessed sequences of Gen1 shape (240x304) written with the project's writers.
+In memory: the same batches, collected beforehand and already on the device.
+Each step is the full detector forward + backward + AdamW step (``DetectionModule.training_step``).
+The two run interleaved (``--repeats`` rounds of ``--steps`` steps each) in one process; medians reported.
+Loader overhead = loader time / in-memory time - 1 (target <= 10 %).
+
+Usage: python benchmarks/bench_train_loader.py [--workers 0 2] [--steps 6] [--batch 4] [--length 5]
+       [--sampling random] [--size tiny --embed-dim 16] [--device cuda]
+Prints one Markdown row per worker count. ``--device cuda`` is supported but untested here.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench_common import (FRAME_SHAPES, SyntheticSequenceConfig, interleaved_medians, load_average, provenance,
+                          write_synthetic_split)
+from leod_core.data.loaders import build_train_loader
+from leod_core.models.detector import RVTConfig
+from leod_core.models.lightning_module import DetectionModule, OptimConfig
+from leod_core.models.loss import LossConfig
+
+
+def make_module(size: str, embed_dim: int | None, frame_hw: tuple[int, int], steps: int, device: torch.device):
+    """The training module and its AdamW optimizer."""
+    overrides = {} if embed_dim is None else {"embed_dim": embed_dim, "dim_head": embed_dim}
+    module = DetectionModule(RVTConfig.for_size(size, 2, frame_hw, **overrides), LossConfig(),
+                             OptimConfig(max_steps=steps + 1)).to(device)
+    return module, module.configure_optimizers()["optimizer"]
+
+
+def train_steps(module, optimizer, batches, steps: int, device: torch.device) -> None:
+    """``steps`` optimisation steps on the first ``steps`` batches of ``batches`` (moved to ``device``)."""
+    for batch in itertools.islice(batches, steps):
+        optimizer.zero_grad()
+        loss = module.training_step(batch.to(device), 0)
+        if loss is not None:
+            loss.backward()
+            optimizer.step()
+
+
+def bench_workers(workers: int, data_root: Path, args, module, optimizer, device: torch.device) -> str:
+    """Loader vs in-memory steps for one worker count; one Markdown row."""
+    loader = build_train_loader(data_root, None, args.sampling, args.batch, args.length, num_workers=workers,
+                                persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    in_memory = [b.to(device) for b in itertools.islice(loader, args.steps)]
+    if len(in_memory) < args.steps:
+        raise SystemExit(f"the loader yields only {len(in_memory)} batches; write more sequences (--sequences)")
+    train_steps(module, optimizer, in_memory, 1, device)  # warm-up
+    medians, _ = interleaved_medians([lambda: train_steps(module, optimizer, loader, args.steps, device),
+                                      lambda: train_steps(module, optimizer, in_memory, args.steps, device)],
+                                     args.repeats, device)
+    t_loader, t_memory = medians
+    return (f"| train steps, {args.sampling} sampling, batch {args.batch} x L {args.length}, 240x304, "
+            f"{workers} workers | {provenance(device, 'bench_train_loader.py')} | {load_average()} | "
+            f"{args.steps / t_loader:.3f} | {args.steps / t_memory:.3f} | {t_loader / t_memory - 1:+.1%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
+    parser.add_argument("--steps", type=int, default=6, help="steps per timed round")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--length", type=int, default=5, help="sequence length L")
+    parser.add_argument("--sampling", default="random", choices=["random", "stream", "mixed"])
+    parser.add_argument("--sequences", type=int, default=4)
+    parser.add_argument("--reprs", type=int, default=60, help="representations per sequence")
+    parser.add_argument("--size", default="tiny")
+    parser.add_argument("--embed-dim", type=int, default=16, help="override the RVT width (0: the size's own)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    device = torch.device(args.device)
+    frame_hw = FRAME_SHAPES["gen1"]
+    module, optimizer = make_module(args.size, args.embed_dim or None, frame_hw,
+                                    args.steps * (args.repeats + 1) * len(args.workers) + 2, device)
+    with tempfile.TemporaryDirectory(prefix="bench_train_loader_") as tmp:
+        write_synthetic_split(Path(tmp) / "train", args.sequences, SyntheticSequenceConfig(num_reprs=args.reprs))
+        rows = [bench_workers(w, Path(tmp), args, module, optimizer, device) for w in args.workers]
+    print("| benchmark | device | torch | commit | command | load | with loader (steps/s) | in memory (steps/s) "
+          "| loader overhead |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
