@@ -4,7 +4,7 @@ outputs, log, benchmark) and the jobs it reports finished.
 A job block, as Snakemake 9 prints it before it starts the job::
 
     [Wed Dec  2 14:14:16 2026]
-    localrule synth_raw:
+    localrule synth_raw:                  (or: rule, checkpoint, localcheckpoint)
         output: results/raw/synth/summary.json
         log: logs/raw/synth/synth.log
         jobid: 4
@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-RULE_LINE = re.compile(r"^(?:local)?rule (\w+):$")
+RULE_LINE = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")     # (checkpoints are rules too)
 FIELD_LINE = re.compile(r"^\s+(\w+): (.*)$")
 FINISHED_LINE = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)$")
 

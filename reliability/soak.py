@@ -132,26 +132,28 @@ def plan_kills(jobs: list[JobBlock], durations: dict[str, float], kills: int, se
 
 def kill_during(workdir: Path, cores: int, console: Path, kill: PlannedKill, finished: set[str]) -> str | None:
     """One attempt: run until ``kill`` is due, SIGKILL the process group and unlock; return a description of the
-    kill, or None when the workflow finished first. A target job that an earlier attempt finished is replaced by
-    the next job this attempt announces (with the same delay)."""
+    kill, or None when the workflow ended first. A target job that an earlier attempt finished is replaced by the
+    next job this attempt announces (with the same delay); a target that finishes before the drawn moment is
+    killed at once, between it and the next job."""
     start = console.stat().st_size if console.exists() else 0
     proc = start_snakemake(workdir, cores, console, "--rerun-incomplete")
-    announced_at = None
-    while announced_at is None:
+    target = None
+    while target is None:
         blocks = parse_job_blocks(console.read_text()[start:])
-        if any(b.key == kill.key for b in blocks) or (kill.key in finished and blocks):
-            announced_at = time.monotonic()
-        elif proc.poll() is not None:
+        target = next((b for b in blocks if b.key == kill.key), blocks[0] if kill.key in finished and blocks else None)
+        if target is None and proc.poll() is not None:
             return None
         time.sleep(POLL_S)
-    while time.monotonic() < announced_at + kill.delay_s and proc.poll() is None:
+    announced_at = time.monotonic()
+    while time.monotonic() < announced_at + kill.delay_s and proc.poll() is None \
+            and target.jobid not in finished_jobids(console.read_text()[start:]):
         time.sleep(POLL_S)
     if proc.poll() is not None:
         return None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     subprocess.run(snakemake_command(workdir, cores, "--unlock"), cwd=REPO, check=True, capture_output=True)
-    return f"{kill.rule} +{kill.delay_s:.1f}s"
+    return f"{kill.rule} +{time.monotonic() - announced_at:.1f}s"
 
 
 def record_finished(workdir: Path, output: str, finished: set[str], outputs: dict[str, int]) -> list[str]:
@@ -222,14 +224,16 @@ def reference_run(workdir: Path, cores: int) -> Timeline:
 
 
 def soak(root: Path, kills: int, kills_per_run: int, seed: int, cores: int,
-         reference: Timeline | None = None) -> list[RunReport]:
+         reference: Timeline | None = None, runs: set[int] | None = None) -> list[RunReport]:
     """The whole soak under ``root``: ``root/reference`` (run here unless its ``reference`` timeline is given)
-    and ``root/run{i}``, one per ``kills_per_run`` kills."""
+    and ``root/run{i}``, one per ``kills_per_run`` kills (only the runs numbered in ``runs``, when given)."""
     jobs, durations = reference or reference_run(root / "reference", cores)
     plan = plan_kills(jobs, durations, kills, seed)
     order = {job.key: i for i, job in enumerate(jobs)}
     reports = []
     for run, first in enumerate(range(0, kills, kills_per_run)):
+        if runs is not None and run not in runs:
+            continue
         run_kills = sorted(plan[first:first + kills_per_run], key=lambda k: order[k.key])
         reports.append(soak_run(run, root / f"run{run}", root / "reference", run_kills, cores))
         print(markdown_row(reports[-1]), flush=True)
@@ -262,13 +266,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the runs go (default: a new temporary directory, kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the reports here")
+    parser.add_argument("--runs", type=int, nargs="+", default=None,
+                        help="only these runs of the plan (to repeat one); a finished reference run in --workdir is "
+                             "reused, so the plan is the same")
     args = parser.parse_args(argv)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="leod-soak-"))
     print(f"soak in {root}: {args.kills} kills, {args.kills_per_run} per run, seed {args.seed}", flush=True)
+    reference_console = root / "reference" / REFERENCE_CONSOLE
+    reference = None
+    if args.runs is not None and reference_console.is_file():
+        print(f"reusing the reference run in {reference_console.parent}", flush=True)
+        reference = timeline(root / "reference", reference_console.read_text())
     print("| run | kills (rule +s after its start) | jobs interrupted | resumes | identical | finished outputs "
           "recomputed | finished shards recomputed |\n|---|---|---|---|---|---|---|", flush=True)
-    reports = soak(root, args.kills, args.kills_per_run, args.seed, args.cores)
-    result = summary(reports, args.kills)
+    reports = soak(root, args.kills, args.kills_per_run, args.seed, args.cores, reference,
+                   set(args.runs) if args.runs is not None else None)
+    result = summary(reports, len(reports) * args.kills_per_run)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps({"summary": result, "runs": [asdict(r) for r in reports]}, indent=2))

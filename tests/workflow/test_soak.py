@@ -33,6 +33,13 @@ Finished jobid: 4 (Rule: synth_raw)
 1 of 12 steps (8%) done
 
 [Wed Dec  2 14:14:18 2026]
+localcheckpoint gate:
+    input: results/synth/wsod_0.1/round1/pseudo/quality.json
+    output: results/synth/wsod_0.1/round1/gate.json
+    log: logs/synth/wsod_0.1/round1/gate.log
+    jobid: 9
+
+[Wed Dec  2 14:14:18 2026]
 rule merge_pseudo:
     input: results/synth/wsod_0.1/round1/pseudo/shards/0/shard.json, results/data/synth/.linked
     output: results/synth/wsod_0.1/round1/pseudo/dataset, results/synth/wsod_0.1/round1/pseudo/extra.json
@@ -45,12 +52,14 @@ def test_console_output_gives_the_jobs_and_which_finished():
     assert parse_job_blocks(CONSOLE) == [
         JobBlock("synth_raw", 4, ("results/raw/synth/summary.json",), "logs/raw/synth/synth.log",
                  "benchmarks/raw/synth/synth.tsv"),
+        JobBlock("gate", 9, ("results/synth/wsod_0.1/round1/gate.json",), "logs/synth/wsod_0.1/round1/gate.log",
+                 None),
         JobBlock("merge_pseudo", 17, ("results/synth/wsod_0.1/round1/pseudo/dataset",
                                       "results/synth/wsod_0.1/round1/pseudo/extra.json"),
                  "logs/synth/wsod_0.1/round1/pseudo/merge.log", None)]
     assert finished_jobids(CONSOLE) == {4}
     cut = CONSOLE[:CONSOLE.index("    jobid: 17")]        # a block still arriving is not a job yet
-    assert [job.rule for job in parse_job_blocks(cut)] == ["synth_raw"]
+    assert [job.rule for job in parse_job_blocks(cut)] == ["synth_raw", "gate"]
 
 
 def test_kills_cover_every_rule_type_before_any_repeats():
