@@ -29,6 +29,9 @@ from leod_core.models.lightning_module import DetectionModule, OptimConfig
 from leod_core.models.loss import LossConfig
 
 
+EV_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
+
+
 def make_module(size: str, embed_dim: int | None, frame_hw: tuple[int, int], steps: int, device: torch.device):
     """The training module and its AdamW optimizer."""
     overrides = {} if embed_dim is None else {"embed_dim": embed_dim, "dim_head": embed_dim}
@@ -50,7 +53,8 @@ def train_steps(module, optimizer, batches, steps: int, device: torch.device) ->
 def bench_workers(workers: int, data_root: Path, args, module, optimizer, device: torch.device) -> str:
     """Loader vs in-memory steps for one worker count; one Markdown row."""
     loader = build_train_loader(data_root, None, args.sampling, args.batch, args.length, num_workers=workers,
-                                persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+                                ev_dtype=EV_DTYPES[args.ev_dtype], persistent_workers=workers > 0,
+                                pin_memory=device.type == "cuda")
     in_memory = [b.to(device) for b in itertools.islice(loader, args.steps)]
     if len(in_memory) < args.steps:
         raise SystemExit(f"the loader yields only {len(in_memory)} batches; write more sequences (--sequences)")
@@ -59,7 +63,7 @@ def bench_workers(workers: int, data_root: Path, args, module, optimizer, device
                                       lambda: train_steps(module, optimizer, in_memory, args.steps, device)],
                                      args.repeats, device)
     t_loader, t_memory = medians
-    return (f"| train steps, {args.sampling} sampling, batch {args.batch} x L {args.length}, 240x304, "
+    return (f"| train steps, {args.sampling} sampling, batch {args.batch} x L {args.length}, 240x304, {args.ev_dtype} events, "
             f"{workers} workers | {provenance(device, 'bench_train_loader.py')} | {load_average()} | "
             f"{args.steps / t_loader:.3f} | {args.steps / t_memory:.3f} | {t_loader / t_memory - 1:+.1%} |")
 
@@ -77,6 +81,8 @@ def main() -> None:
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--embed-dim", type=int, default=16, help="override the RVT width (0: the size's own)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ev-dtype", default="uint8", choices=sorted(EV_DTYPES),
+                        help="dtype of the loader's event tensors (uint8: what leod train uses; converted on the device)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)

@@ -18,6 +18,9 @@ from leod_core.models.loss import LossConfig, YoloXLoss
 
 #: Shortest OneCycle warm-up (steps) of a run too short for LEOD's ``pct_start`` to give more than one.
 MIN_WARMUP_STEPS = 2
+#: What the backbone reads. Training batches carry the representations as uint8 (exact, a quarter of the bytes to
+#: augment, collate and move to the device) and each step converts them there.
+MODEL_INPUT_DTYPE = torch.float32
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ class DetectionModule(pl.LightningModule):
         return self.mdl.reset_states(states, batch.is_first_sample)
 
     def forward_batch(self, batch: Batch) -> tuple[dict[int, Tensor], list[Tensor]]:
-        """Run the backbone over ``batch.ev_repr: Tensor[L, B, 20, H, W]``; return the FPN-input features of
+        """Run the backbone over ``batch.ev_repr: Tensor[L, B, 20, H, W]`` (uint8 or float32 event counts, converted
+        step by step on the batch's device); return the FPN-input features of
         the labeled (step, column) pairs stacked along dim 0, and their YOLOX targets in the same order."""
         states = self._initial_states(batch)
         fpn_stages = self.model_config.fpn_in_stages
@@ -108,7 +112,7 @@ class DetectionModule(pl.LightningModule):
         targets: list[Tensor] = []
         labels = label_steps(batch.labels, self.use_label_every)
         for step in range(batch.sequence_length):
-            stage_features, states = self.mdl.forward_backbone(batch.ev_repr[step], states)
+            stage_features, states = self.mdl.forward_backbone(batch.ev_repr[step].to(MODEL_INPUT_DTYPE), states)
             columns = [b for b, frame in enumerate(labels[step]) if frame is not None]
             if not columns:
                 continue

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 
 from leod_core.config import replace_fields
 from leod_core.data.augment import AugmentConfig
@@ -98,7 +99,7 @@ def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | No
     d = job.data
     loader = build_train_loader(data_dir, split, d.sampling, d.batch_size, d.sequence_length, d.num_workers,
                                 AugmentConfig() if d.augment else None, d.w_stream, d.w_random,
-                                d.downsample_by_2, d.tflip_offset, job.seed)
+                                d.downsample_by_2, d.tflip_offset, job.seed, ev_dtype=torch.uint8)
     log.info("%s assignment, model %s at %dx%d, %d steps, batch %d x L=%d (%s), pseudo labels every %d steps",
              "soft" if loss.ignore_bbox_thresh else "hard", model_config.size, *input_hw,
              job.optim.max_steps, d.batch_size, d.sequence_length, d.sampling, d.use_label_every)
