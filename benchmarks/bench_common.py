@@ -56,6 +56,18 @@ def command_line(script: str) -> str:
     return " ".join([f"python benchmarks/{script}", *sys.argv[1:]])
 
 
+#: The columns every benchmark row starts with (see :func:`provenance` and :func:`load_average`).
+PROVENANCE_COLUMNS = ("benchmark", "device", "torch", "commit", "command", "load")
+
+
+def print_markdown_table(columns: Sequence[str], rows: Sequence[str]) -> None:
+    """Print a Markdown table: the header ``PROVENANCE_COLUMNS + columns``, its rule, and the ready-made ``rows``."""
+    header = (*PROVENANCE_COLUMNS, *columns)
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    print("\n".join(rows))
+
+
 def provenance(device: torch.device, script: str) -> str:
     """Markdown cells ``device | torch | commit | `command` ``."""
     return f"{device_name(device)} | {torch.__version__} | {commit()} | `{command_line(script)}`"

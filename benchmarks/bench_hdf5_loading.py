@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench_common import (FRAME_SHAPES, SyntheticSequenceConfig, load_average, provenance,
+from bench_common import (FRAME_SHAPES, SyntheticSequenceConfig, load_average, print_markdown_table, provenance,
                           write_synthetic_split)
 from leod_core.data.formats import SequencePaths, open_event_repr
 from leod_core.data.loaders import build_train_loader
@@ -75,10 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_hdf5_") as tmp:
         rows = [bench_shape(shape, args, Path(tmp)) for shape in args.shapes]
     workers = " / ".join(str(w) for w in args.workers)
-    print(f"| benchmark | device | torch | commit | command | load | sequential h5py read (frames/s) | "
-          f"loader, {workers} workers (frames/s) |")
-    print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print_markdown_table(["sequential h5py read (frames/s)", f"loader, {workers} workers (frames/s)"], rows)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 
 from leod_core.pseudo.tracker import TrackerConfig, filter_and_inpaint
 
-from bench_common import load_average, provenance
+from bench_common import load_average, print_markdown_table, provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pseudo"))
 from tracker_reference import filter_and_inpaint_ref  # noqa: E402
@@ -113,10 +113,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     rows = [bench_case(args.frames, objects, args.repeats) for objects in args.objects]
-    print("| benchmark | device | torch | commit | command | load | numba (ms) | reference (ms) | numba (boxes/s) "
-          "| reference (boxes/s) | speed ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print_markdown_table(["numba (ms)", "reference (ms)", "numba (boxes/s)", "reference (boxes/s)", "speed ratio"],
+                         rows)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from bench_common import (FRAME_SHAPES, SyntheticSequenceConfig, interleaved_medians, load_average, provenance,
-                          write_synthetic_split)
+from bench_common import (FRAME_SHAPES, SyntheticSequenceConfig, interleaved_medians, load_average,
+                          print_markdown_table, provenance, write_synthetic_split)
 from leod_core.data.loaders import build_train_loader
 from leod_core.models.detector import RVTConfig
 from leod_core.models.lightning_module import DetectionModule, OptimConfig
@@ -92,10 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_train_loader_") as tmp:
         write_synthetic_split(Path(tmp) / "train", args.sequences, SyntheticSequenceConfig(num_reprs=args.reprs))
         rows = [bench_workers(w, Path(tmp), args, module, optimizer, device) for w in args.workers]
-    print("| benchmark | device | torch | commit | command | load | with loader (steps/s) | in memory (steps/s) "
-          "| loader overhead |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print_markdown_table(["with loader (steps/s)", "in memory (steps/s)", "loader overhead"], rows)
 
 
 if __name__ == "__main__":
