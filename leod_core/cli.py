@@ -49,7 +49,8 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 def cmd_split(args: argparse.Namespace) -> None:
     from leod_core.data.splits import make_split, parse_ratio, write_split
 
-    split = make_split(Path(args.data) / "train", args.setting, parse_ratio(args.ratio), args.sequence_length)
+    split = make_split(Path(args.data) / "train", args.setting, parse_ratio(args.ratio), args.sequence_length,
+                       args.offset)
     write_split(Path(args.out), split)
 
 
@@ -230,6 +231,9 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratio", required=True, help="label ratio in (0, 1], e.g. 0.01")
     p.add_argument("--sequence-length", type=int, required=True,
                    help="training sequence length L (WSOD's first usable frame needs L representations)")
+    p.add_argument("--offset", type=int, default=0,
+                   help="which split of this ratio: sub-sampling starts at this index (0 .. WSOD stride - 1, "
+                        "SSOD step k - 1; full: 0). LEOD averages the paper over offsets 0, 1, 2")
     p.add_argument("--out", required=True, help="split JSON to write")
     p.set_defaults(func=cmd_split)
 
@@ -352,10 +356,12 @@ def _add_label_quality(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_tables(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tables", help="paper-style tables (Markdown, CSV) and plots from every evaluated round")
+    p = sub.add_parser("tables", help="paper-style tables (Markdown: mean ± std over the label splits; CSV: one row "
+                                      "per split) and plots from every evaluated round")
     p.add_argument("--results", default="results", help="results directory to scan")
     p.add_argument("--out", default="results/tables", help="directory for {dataset}.md / .csv")
-    p.add_argument("--plots", default="results/plots", help="directory for the PNG plots")
+    p.add_argument("--plots", default="results/plots",
+                   help="directory for the PNG plots ({dataset}_map, _label_efficiency, _pseudo_quality)")
     p.add_argument("--write", choices=("all", "paper", "ablation"), default="all",
                    help="the paper tables and plots, the ablation tables ({dataset}_ablation.md / .csv), or both")
     p.add_argument("--datasets", nargs="+", metavar="DATASET",

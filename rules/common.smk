@@ -8,13 +8,15 @@ from snakemake.exceptions import WorkflowError
 
 from leod_core.workflow import (DOWNLOAD_SOURCE, SELF_TRAINING_ROUND, WILDCARD_PATTERNS, ablation_by_default,
                                 ablation_datasets, ablation_rounds, ablation_tables, check_config,
-                                check_ratio_wildcard, data_hint, data_source, dataset_config, datasets_with_source,
+                                check_offset_wildcard, check_ratio_wildcard, data_hint, data_source, dataset_config, datasets_with_source,
                                 default_tables, download_archive, downsampled_by_2, evaluate_cli_args,
                                 experiment_rounds, experiment_settings, finished_message, gate_failure_message,
-                                job_config, json_arg, label_quality_cli_args, name_pattern, preprocess_cli_args,
-                                pseudo_label_cli_args, read_gate_file, round0_variant, round_targets, synth_cli_args,
+                                job_config, json_arg, label_quality_cli_args, name_pattern, offset_suffix,
+                                preprocess_cli_args,
+                                pseudo_label_cli_args, read_gate_file, round0_variant, round_targets, split_offset,
+                                synth_cli_args,
                                 train_devices, variant_name, variant_overlay, variant_suffix, video_cli_args)
-from leod_core.workflow.jobs import read_shard_count
+from leod_core.workflow.jobs import GateConfig, needs_previous_quality, read_shard_count
 from leod_core.workflow.locks import concurrent_run_message
 
 
@@ -24,12 +26,14 @@ wildcard_constraints:
 
 check_config(config)
 
-# Path prefixes (DESIGN.md §1); logs/ and benchmarks/ mirror results/. {variant}: empty, or a plus sign and a name.
-EXP = "results/{dataset}/{setting}_{ratio}{variant}"
+# Path prefixes (DESIGN.md §1); logs/ and benchmarks/ mirror results/. {offset}: empty (label split offset 0) or
+# -s<k>; {variant}: empty, or a plus sign and a name (leod_core.workflow.paths.ExperimentName).
+EXPERIMENT_NAME = "{setting}_{ratio}{offset}{variant}"
+EXP = f"results/{{dataset}}/{EXPERIMENT_NAME}"
 ROUND = f"{EXP}/round{{round}}"
-LOG_EXP = "logs/{dataset}/{setting}_{ratio}{variant}"
+LOG_EXP = f"logs/{{dataset}}/{EXPERIMENT_NAME}"
 LOG_ROUND = f"{LOG_EXP}/round{{round}}"
-BENCH_EXP = "benchmarks/{dataset}/{setting}_{ratio}{variant}"
+BENCH_EXP = f"benchmarks/{{dataset}}/{EXPERIMENT_NAME}"
 BENCH_ROUND = f"{BENCH_EXP}/round{{round}}"
 DATA_MARKER = "results/data/{dataset}/preprocess_summary.json"
 LEOD_ENV = "../envs/leod.yaml"
@@ -88,10 +92,11 @@ def refuse_a_concurrent_run():
 
 def split_data_marker(wildcards):
     """The split's input (every experiment starts here); first checks that no other run holds the directory, then
-    the target's dataset, ratio and variant so a malformed one fails clearly."""
+    the target's dataset, ratio, split offset and variant so a malformed one fails clearly."""
     refuse_a_concurrent_run()
     dataset_config(config, wildcards.dataset)
     check_ratio_wildcard(wildcards.ratio, wildcards.setting)
+    check_offset_wildcard(wildcards.offset, wildcards.setting)
     variant_of(wildcards)
     return DATA_MARKER.format(dataset=wildcards.dataset)
 
@@ -141,6 +146,10 @@ def split_sequence_length(wildcards):
     return settings_of(wildcards)["sequence_length"]
 
 
+def split_offset_of(wildcards):
+    return split_offset(wildcards.offset)
+
+
 # ------------------------------------------------------------------------------------------- training
 def job_config_json(wildcards):
     return json_arg(job_config(settings_of(wildcards), wildcards.kind, int(wildcards.round)))
@@ -158,19 +167,23 @@ def train_gpus(wildcards):
     return train_devices(settings_of(wildcards), int(wildcards.round))
 
 
-def read_gate_checkpoint(dataset, setting, ratio, variant, round_):
-    """A round's gate decision ({variant}: empty or plus-name); raises (and so schedules the gate) until the gate
-    checkpoint has run."""
-    path = checkpoints.gate.get(dataset=dataset, setting=setting, ratio=ratio, variant=variant,
+def read_gate_checkpoint(dataset, setting, ratio, offset, variant, round_):
+    """A round's gate decision ({offset}: empty or -s<k>; {variant}: empty or plus-name); raises (and so schedules
+    the gate) until the gate checkpoint has run."""
+    path = checkpoints.gate.get(dataset=dataset, setting=setting, ratio=ratio, offset=offset, variant=variant,
                                 round=str(round_)).output[0]
     return read_gate_file(path)
 
 
 def passed_gate(wildcards):
     """Round r >= 1 trains only if its gate passed: its gate.json once the gate checkpoint has run (a clear
-    error if it failed); until then the gate checkpoint's target, so that it is scheduled."""
+    error if it failed); until then the gate checkpoint's target, so that it is scheduled. Rounds before
+    self_training.gate.from_round always train and do not wait for their gate."""
     round_ = int(wildcards.round)
-    gate = read_gate_checkpoint(wildcards.dataset, wildcards.setting, wildcards.ratio, wildcards.variant, round_)
+    if round_ < GATE.from_round:
+        return []
+    gate = read_gate_checkpoint(wildcards.dataset, wildcards.setting, wildcards.ratio, wildcards.offset,
+                                wildcards.variant, round_)
     path = f"{ROUND}/gate.json".format(**wildcards)
     if not gate["passed"]:
         raise ValueError(gate_failure_message(gate, path, round_))
@@ -232,6 +245,24 @@ def quality_args(wildcards):
     return label_quality_cli_args(settings_of(wildcards))
 
 
+GATE = GateConfig(**config["self_training"]["gate"])
+
+
+def gate_inputs(wildcards):
+    """The round's quality.json, and round r-1's where the gate compares with it (rule no_drop)."""
+    round_ = int(wildcards.round)
+    inputs = {"quality": f"{ROUND}/pseudo/quality.json".format(**wildcards)}
+    if needs_previous_quality(GATE, round_):
+        inputs["previous"] = f"{ROUND}/pseudo/quality.json".format(**{**wildcards, "round": round_ - 1})
+    return inputs
+
+
+def gate_args(wildcards, input):
+    """The gate's settings (self_training.gate), and round r-1's quality.json where the gate reads it."""
+    previous = f" --previous-quality {input.previous}" if "previous" in input.keys() else ""
+    return f"--rule {GATE.rule} --threshold {GATE.threshold} --iou {GATE.iou} --from-round {GATE.from_round}{previous}"
+
+
 # ------------------------------------------------------------------------------------------- evaluation
 def evaluate_args(wildcards):
     return evaluate_cli_args(settings_of(wildcards), config["device"])
@@ -250,12 +281,13 @@ def round_targets_function(exp, round_):
     (experiment, round): an unfinished gate holds back only the rounds after it."""
 
     def read_gate(gate_round):
-        return read_gate_checkpoint(exp.dataset, exp.setting, exp.ratio, variant_suffix(exp.variant), gate_round)
+        return read_gate_checkpoint(exp.dataset, exp.setting, exp.ratio, offset_suffix(exp.split_offset),
+                                    variant_suffix(exp.variant), gate_round)
 
     def round_files(wildcards):
-        return round_targets(exp, round_, read_gate)
+        return round_targets(exp, round_, read_gate, GATE.from_round)
 
-    round_files.__name__ = f"targets_{exp.dataset}_{exp.name}_round{round_}"
+    round_files.__name__ = f"targets_{exp.dataset}_{exp.name}_round{round_}".replace("-", "_").replace("+", "_")
     return round_files
 
 

@@ -120,6 +120,7 @@ rule split:
         f"{EXP}/split.json",
     params:
         sequence_length=split_sequence_length,
+        offset=split_offset_of,
     log:
         f"{LOG_EXP}/split.log",
     benchmark:
@@ -128,4 +129,5 @@ rule split:
         LEOD_ENV
     shell:
         "leod split --data results/data/{wildcards.dataset} --setting {wildcards.setting}"
-        " --ratio {wildcards.ratio} --sequence-length {params.sequence_length} --out {output} > {log} 2>&1"
+        " --ratio {wildcards.ratio} --offset {params.offset} --sequence-length {params.sequence_length}"
+        " --out {output} > {log} 2>&1"

@@ -71,13 +71,13 @@ rule video:
         model=round_model,
         data=DATA_MARKER,
     output:
-        f"results/videos/{{dataset}}/{{setting}}_{{ratio}}{{variant}}/round{{round}}/{{sequence}}.mp4",
+        f"results/videos/{{dataset}}/{EXPERIMENT_NAME}/round{{round}}/{{sequence}}.mp4",
     params:
         args=video_args,
     log:
-        f"logs/videos/{{dataset}}/{{setting}}_{{ratio}}{{variant}}/round{{round}}/{{sequence}}.log",
+        f"logs/videos/{{dataset}}/{EXPERIMENT_NAME}/round{{round}}/{{sequence}}.log",
     benchmark:
-        f"benchmarks/videos/{{dataset}}/{{setting}}_{{ratio}}{{variant}}/round{{round}}/{{sequence}}.tsv"
+        f"benchmarks/videos/{{dataset}}/{EXPERIMENT_NAME}/round{{round}}/{{sequence}}.tsv"
     wildcard_constraints:
         sequence=r"[^/]+",
     threads: config["threads"]["evaluate"]

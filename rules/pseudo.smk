@@ -1,5 +1,6 @@
 """Pseudo labels for round r >= 1, from round r-1's model: shard list (checkpoint) -> one pseudo-label job per
-shard (1 GPU each; 4-view TTA + tracker) -> merge -> label quality -> gate (checkpoint).
+shard (1 GPU each; 4-view TTA + tracker) -> merge -> label quality -> gate (checkpoint; with rule no_drop it also
+reads round r-1's label quality).
 
 A shard job's declared output is its shard.json, written last: the shard directory of a killed job survives
 and the rerun resumes it sequence by sequence; its .inputs.json makes a rerun with changed inputs (a new
@@ -107,12 +108,11 @@ rule label_quality:
 
 checkpoint gate:
     input:
-        f"{ROUND}/pseudo/quality.json",
+        unpack(gate_inputs),
     output:
         report(f"{ROUND}/gate.json", caption="report/gate.rst", category="Gates"),
     params:
-        threshold=config["self_training"]["gate"]["threshold"],
-        iou=config["self_training"]["gate"]["iou"],
+        args=gate_args,
     log:
         f"{LOG_ROUND}/gate.log",
     benchmark:
@@ -123,5 +123,5 @@ checkpoint gate:
     conda:
         LEOD_ENV
     shell:
-        "python -m leod_core.workflow gate --quality {input} --threshold {params.threshold} --iou {params.iou}"
+        "python -m leod_core.workflow gate --quality {input.quality} --round {wildcards.round} {params.args}"
         " --out {output} > {log} 2>&1"

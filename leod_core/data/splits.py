@@ -1,11 +1,18 @@
 """Label sub-sampling of the training split, as LEOD does it (no randomness involved).
 
 * ``wsod`` (LEOD's ``_ss``, weakly supervised): every training sequence keeps about a fraction ``r`` of its
-  labeled frames: every ``round(1/r)``-th frame from index 0, shifted by the first frame that has ``L``
-  representations of history (``start_idx_offset`` of LEOD's ``SequenceForRandomAccess``).
+  labeled frames: every ``round(1/r)``-th frame from index ``offset``, shifted by the first frame that has ``L``
+  representations of history (``start_idx_offset`` of LEOD's ``SequenceForRandomAccess``), see
+  :func:`wsod_labeled_frames`.
 * ``ssod`` (LEOD's ``_seq``, semi-supervised): sorted sequence names sub-sampled with step
-  ``k = N // round(N*r)``; kept sequences keep all their labels, the others none (they stay present, unlabeled).
+  ``k = N // round(N*r)`` from index ``offset``; kept sequences keep all their labels, the others none (they stay
+  present, unlabeled).
 * ``full``: every labeled frame of every sequence (ratio 1).
+
+The ``offset`` selects one of several label splits of the same ratio (LEOD: "All results in the paper are
+averaged over three different splits (we offset the index when sub-sampling the data)"; only offset 0 was
+released). Valid offsets are ``0 .. num_offsets - 1`` (:func:`num_offsets`: the WSOD stride, the SSOD step ``k``,
+1 for ``full``); different offsets select disjoint frames (WSOD) or sequences (SSOD).
 
 A :class:`LabelSplit` maps every training sequence to the sorted objframe indices whose ground truth is kept
 and is stored as JSON (see :meth:`LabelSplit.to_json`).
@@ -29,8 +36,10 @@ log = logging.getLogger(__name__)
 
 SETTINGS = ("wsod", "ssod", "full")
 FULL_RATIO = 1.0
-FORMAT_VERSION = 1
-_KEYS = {"version", "setting", "ratio", "sequence_length", "summary", "labeled_frames"}
+FORMAT_VERSION = 2
+_KEYS_V1 = {"version", "setting", "ratio", "sequence_length", "summary", "labeled_frames"}
+#: Keys of each readable file version; version 1 had no offset (it reads as offset 0).
+_KEYS = {1: _KEYS_V1, FORMAT_VERSION: _KEYS_V1 | {"offset"}}
 #: An int list that json.dumps(indent=...) spread over lines (a literal newline never occurs inside a string).
 _SPREAD_INT_LIST = re.compile(r"\[\n\s*([-\d,\s]+?)\n\s*\]")
 
@@ -53,20 +62,38 @@ def wsod_stride(ratio: float) -> int:
     return round(1.0 / parse_ratio(ratio))
 
 
-def wsod_labeled_frames(objframe_idx_2_repr_idx: np.ndarray, ratio: float, sequence_length: int) -> list[int]:
+def wsod_labeled_frames(objframe_idx_2_repr_idx: np.ndarray, ratio: float, sequence_length: int,
+                        offset: int = 0) -> list[int]:
     """Objframe indices kept by LEOD's WSOD sub-sampling of one sequence (all of them at ratio 1).
 
-    ``[]`` when no labeled frame has ``sequence_length`` representations of history.
+    LEOD's ``SequenceBase._subsample_labels``: every ``stride``-th labeled frame from index ``offset`` (the last
+    labeled frame if that is none: LEOD keeps at least one); then ``SequenceForRandomAccess``: each shifted by
+    the first frame with ``sequence_length`` representations of history, indices shifted past the end dropped.
+    A sequence without such a frame keeps its unshifted frames (LEOD leaves it out of random access; streaming
+    still uses its labels). ``[]`` only where the shift moves every frame past the end (possible with
+    ``offset > 0``; LEOD's own code fails there with an IndexError). ``offset`` must be in ``[0, stride)``.
     """
     num_frames = len(objframe_idx_2_repr_idx)
+    stride = wsod_stride(ratio)
+    check_offset(offset, stride, f"the WSOD stride at ratio {ratio:g}")
     if parse_ratio(ratio) == FULL_RATIO:
         return list(range(num_frames))
-    kept = list(range(0, num_frames, wsod_stride(ratio)))
+    kept = list(range(offset, num_frames, stride)) or list(range(num_frames))[-1:]
+    shift = history_shift(objframe_idx_2_repr_idx, sequence_length)
+    return [i + shift for i in kept if i + shift < num_frames]
+
+
+def history_shift(objframe_idx_2_repr_idx: np.ndarray, sequence_length: int) -> int:
+    """Index of the first labeled frame with ``sequence_length`` representations of history (LEOD's
+    ``start_idx_offset``); 0 if there is none (LEOD then shifts nothing)."""
     usable = np.flatnonzero(np.asarray(objframe_idx_2_repr_idx) - sequence_length + 1 >= 0)
-    if usable.size == 0:
-        return []
-    offset = int(usable[0])
-    return [i + offset for i in kept if i + offset < num_frames]
+    return int(usable[0]) if usable.size else 0
+
+
+def check_offset(offset: int, num: int, what: str) -> None:
+    """Raise ``ValueError`` unless ``offset`` is an integer in ``[0, num)`` (``what``: where ``num`` comes from)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < num:
+        raise ValueError(f"split offset {offset!r} is not in 0..{num - 1} ({what} is {num})")
 
 
 def ssod_step(num_sequences: int, ratio: float) -> tuple[int, int]:
@@ -77,20 +104,42 @@ def ssod_step(num_sequences: int, ratio: float) -> tuple[int, int]:
     return num_kept, num_sequences // num_kept
 
 
-def ssod_kept_sequences(names: Sequence[str], ratio: float) -> list[str]:
-    """Names of the fully labeled sequences: ``sorted(names)[0::k][:num]``."""
+def ssod_kept_sequences(names: Sequence[str], ratio: float, offset: int = 0) -> list[str]:
+    """Names of the fully labeled sequences: ``sorted(names)[offset::k][:num]`` (LEOD's ``subsample_list``).
+
+    ``offset`` must be in ``[0, k)``: since ``k * num <= N``, every such offset keeps exactly ``num`` sequences,
+    and different offsets keep disjoint ones."""
     num_kept, step = ssod_step(len(names), ratio)
-    return sorted(names)[::step][:num_kept]
+    check_offset(offset, step, f"the SSOD step k of {len(names)} sequences at ratio {ratio:g}")
+    return sorted(names)[offset::step][:num_kept]
+
+
+def num_offsets(setting: str, ratio: float, num_sequences: int) -> int:
+    """How many label splits ``setting`` has at ``ratio`` (valid offsets are ``0 .. n-1``): the WSOD stride,
+    the SSOD step ``k`` of ``num_sequences`` training sequences, 1 for ``full``."""
+    if setting == "wsod":
+        return wsod_stride(ratio)
+    if setting == "ssod":
+        return ssod_step(num_sequences, ratio)[1]
+    return 1
+
+
+def check_split_offset(setting: str, ratio: float, num_sequences: int, offset: int) -> None:
+    """Raise ``ValueError`` unless ``offset`` is one of the :func:`num_offsets` splits."""
+    check_offset(offset, num_offsets(setting, ratio, num_sequences),
+                 f"the number of {setting} label splits at ratio {ratio:g}")
 
 
 @dataclass(frozen=True)
 class LabelSplit:
-    """Which ground-truth frames of each training sequence are kept (``[]``: an unlabeled sequence)."""
+    """Which ground-truth frames of each training sequence are kept (``[]``: an unlabeled sequence); ``offset``:
+    which of the :func:`num_offsets` splits of this setting and ratio it is."""
 
     setting: str
     ratio: float
     sequence_length: int
     labeled_frames: dict[str, list[int]]
+    offset: int = 0
 
     @property
     def num_sequences(self) -> int:
@@ -105,9 +154,9 @@ class LabelSplit:
         return sum(len(frames) for frames in self.labeled_frames.values())
 
     def summary(self) -> dict[str, int]:
-        """Counts for humans, with the WSOD ``stride`` or the SSOD ``k``."""
+        """Counts for humans, the ``offset``, and the WSOD ``stride`` or the SSOD ``k``."""
         counts = {"num_sequences": self.num_sequences, "num_labeled_sequences": self.num_labeled_sequences,
-                  "num_labeled_frames": self.num_labeled_frames}
+                  "num_labeled_frames": self.num_labeled_frames, "offset": self.offset}
         if self.setting == "wsod":
             counts["stride"] = wsod_stride(self.ratio)
         elif self.setting == "ssod":
@@ -117,30 +166,32 @@ class LabelSplit:
     def to_json(self) -> str:
         """JSON text with sorted sequence names, one line per sequence."""
         payload = {"version": FORMAT_VERSION, "setting": self.setting, "ratio": self.ratio,
-                   "sequence_length": self.sequence_length, "summary": self.summary(),
+                   "sequence_length": self.sequence_length, "offset": self.offset, "summary": self.summary(),
                    "labeled_frames": dict(sorted(self.labeled_frames.items()))}
         text = json.dumps(payload, indent=2)
         return _SPREAD_INT_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
 
     @classmethod
     def from_json(cls, text: str, source: PathLike) -> "LabelSplit":
-        """Parse and validate JSON text; problems raise :class:`FormatError` naming ``source``."""
+        """Parse and validate JSON text; problems raise :class:`FormatError` naming ``source``. A version 1
+        file (no ``offset``) reads as offset 0."""
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as err:
             raise FormatError(source, f"not valid JSON ({err})") from err
-        if not isinstance(payload, dict) or set(payload) != _KEYS:
-            raise FormatError(source, f"expected a JSON object with keys {sorted(_KEYS)}")
-        if payload["version"] != FORMAT_VERSION:
-            raise FormatError(source, f"unsupported version {payload['version']!r}, expected {FORMAT_VERSION}")
+        version = _check_version(source, payload)
         split = cls(setting=_check_setting(source, payload["setting"]),
                     ratio=_check_ratio(source, payload["setting"], payload["ratio"]),
                     sequence_length=_check_sequence_length(source, payload["sequence_length"]),
-                    labeled_frames=_check_labeled_frames(source, payload["labeled_frames"]))
+                    labeled_frames=_check_labeled_frames(source, payload["labeled_frames"]),
+                    offset=payload.get("offset", 0))
         try:
+            check_split_offset(split.setting, split.ratio, split.num_sequences, split.offset)
             summary = split.summary()
         except ValueError as err:
             raise FormatError(source, str(err)) from err
+        if version == 1:
+            del summary["offset"]
         if payload["summary"] != summary:
             raise FormatError(source, f"summary {payload['summary']} disagrees with the content {summary}")
         return split
@@ -152,6 +203,18 @@ class LabelSplit:
         if not path.is_file():
             raise FormatError(path, "split file is missing")
         return cls.from_json(path.read_text(encoding="utf-8"), path)
+
+
+def _check_version(source: PathLike, payload: Any) -> int:
+    """The file version of a parsed split file whose keys are those of its version."""
+    version = payload.get("version") if isinstance(payload, dict) else None
+    if version is None:
+        raise FormatError(source, f"expected a JSON object with keys {sorted(_KEYS[FORMAT_VERSION])}")
+    if type(version) is not int or version not in _KEYS:
+        raise FormatError(source, f"unsupported version {version!r}, expected {FORMAT_VERSION} (or 1)")
+    if set(payload) != _KEYS[version]:
+        raise FormatError(source, f"expected a JSON object with keys {sorted(_KEYS[version])}")
+    return version
 
 
 def _check_setting(source: PathLike, setting: Any) -> str:
@@ -198,18 +261,23 @@ def _sequence_dirs(train_dir: Path) -> list[Path]:
     return dirs
 
 
-def _wsod_frames(repr_indices: dict[str, np.ndarray], ratio: float, sequence_length: int) -> dict[str, list[int]]:
+def _wsod_frames(repr_indices: dict[str, np.ndarray], ratio: float, sequence_length: int,
+                 offset: int) -> dict[str, list[int]]:
     frames = {}
     for name, repr_idx in repr_indices.items():
-        frames[name] = wsod_labeled_frames(repr_idx, ratio, sequence_length)
+        frames[name] = wsod_labeled_frames(repr_idx, ratio, sequence_length, offset)
         if not frames[name]:
-            log.warning("sequence %s has no labeled frame with %d representations of history: it keeps no label",
-                        name, sequence_length)
+            log.warning("sequence %s keeps no label: the history shift moves its frames from offset %d past its "
+                        "end", name, offset)
+        elif repr_idx[-1] < sequence_length - 1:
+            log.warning("sequence %s has no labeled frame with %d representations of history: it keeps frames %s "
+                        "unshifted, as LEOD (random-access training skips it)", name, sequence_length, frames[name])
     return frames
 
 
-def make_split(train_dir: PathLike, setting: str, ratio: float, sequence_length: int) -> LabelSplit:
-    """Build the ``setting`` split of the preprocessed training sequences under ``train_dir``."""
+def make_split(train_dir: PathLike, setting: str, ratio: float, sequence_length: int, offset: int = 0) -> LabelSplit:
+    """Build split number ``offset`` (see :func:`num_offsets`) of ``setting`` of the preprocessed training
+    sequences under ``train_dir``."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}, expected one of {SETTINGS}")
     ratio = parse_ratio(ratio)
@@ -217,14 +285,15 @@ def make_split(train_dir: PathLike, setting: str, ratio: float, sequence_length:
         raise ValueError(f"setting 'full' keeps every label and needs ratio 1, got {ratio}")
     if sequence_length < 1:
         raise ValueError(f"sequence_length must be positive, got {sequence_length}")
-    repr_indices = {d.name: read_objframe_idx_2_repr_idx(SequencePaths(d).objframe_idx_2_repr_idx)
-                    for d in _sequence_dirs(Path(train_dir))}
+    dirs = _sequence_dirs(Path(train_dir))
+    check_split_offset(setting, ratio, len(dirs), offset)
+    repr_indices = {d.name: read_objframe_idx_2_repr_idx(SequencePaths(d).objframe_idx_2_repr_idx) for d in dirs}
     if setting == "wsod":
-        frames = _wsod_frames(repr_indices, ratio, sequence_length)
+        frames = _wsod_frames(repr_indices, ratio, sequence_length, offset)
     else:
-        kept = set(ssod_kept_sequences(list(repr_indices), ratio))
+        kept = set(ssod_kept_sequences(list(repr_indices), ratio, offset))
         frames = {name: list(range(len(idx))) if name in kept else [] for name, idx in repr_indices.items()}
-    split = LabelSplit(setting, ratio, sequence_length, frames)
+    split = LabelSplit(setting, ratio, sequence_length, frames, offset)
     log.info("%s split of %s at ratio %g (L=%d): %s", setting, train_dir, ratio, sequence_length,
              ", ".join(f"{key} {value}" for key, value in split.summary().items()))
     return split

@@ -1,5 +1,5 @@
-"""Ablation tables: every variant (``{setting}_{ratio}+{variant}``, a named config overlay) beside its base
-experiment (``{setting}_{ratio}``), per self-training round.
+"""Ablation tables: every variant (``{setting}_{ratio}[-s{k}]+{variant}``, a named config overlay) beside its base
+experiment (``{setting}_{ratio}[-s{k}]``), per self-training round and label split.
 
 Files read::
 
@@ -11,8 +11,9 @@ Files read::
 - a benchmark file: tab-separated, a header and one row per run, column ``s`` = the job's wall-clock seconds.
   The pseudo-labelling time of a round is the sum over its shard jobs (GPU-seconds on a GPU cluster).
 
-Written (``{out_dir}/{dataset}_ablation.md`` and ``.csv``): one row per (setting, ratio, round >= 1, variant) of
-every setting and ratio that has at least one variant, the base first (variant ``""``, "(base)" in Markdown):
+Written (``{out_dir}/{dataset}_ablation.md`` and ``.csv``): one row per (setting, ratio, round >= 1, split,
+variant) of every setting and ratio that has at least one variant, the base first (variant ``""``, "(base)" in
+Markdown); splits are not averaged (``split`` is the label split's offset ``k``, 0 without ``-s{k}``):
 ``mAP``, ``AP50``, ``AP75`` (test split, %), ``pseudo-label precision`` and ``recall`` (%), ``pseudo-label
 time (s)``. A value that does not exist (a round whose gate failed has no mAP) is missing, never 0.
 """
@@ -24,8 +25,8 @@ import pandas as pd
 
 from leod_core.data.atomic import write_text_atomic
 from leod_core.data.formats import FormatError
-from leod_core.evaluation.tables import (ID_COLUMNS, MISSING_MARK, QUALITY_FILE, PathLike, collect_results,
-                                         quality_columns, round_ids, sort_key)
+from leod_core.evaluation.tables import (ID_COLUMNS, MISSING_MARK, QUALITY_FILE, SPLIT_COLUMN, PathLike,
+                                         collect_results, quality_columns, round_ids, sort_key)
 
 #: IoU of the pseudo-label precision and recall shown (the gate's default).
 QUALITY_IOU = 0.5
@@ -38,7 +39,7 @@ METRIC_COLUMNS = {"AP": "mAP", "AP_50": "AP50", "AP_75": "AP75"}
 PRECISION_COLUMN = "pseudo-label precision"
 RECALL_COLUMN = "recall"
 TIME_COLUMN = "pseudo-label time (s)"
-TABLE_KEYS = ["setting", "ratio", "round", "variant"]
+TABLE_KEYS = ["setting", "ratio", "round", SPLIT_COLUMN, "variant"]
 BASE_NAME = "(base)"
 
 
@@ -88,7 +89,8 @@ def collect_ablation(results_dir: PathLike, benchmarks_dir: PathLike) -> pd.Data
 
 def _typed_ids(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with its :data:`ID_COLUMNS` typed (an empty frame's columns are untyped, which a merge rejects)."""
-    return df.astype({"dataset": str, "setting": str, "ratio": float, "variant": str, "round": int})
+    return df.astype({"dataset": str, "setting": str, "ratio": float, "variant": str, SPLIT_COLUMN: int,
+                      "round": int})
 
 
 def datasets_with_variants(ablation: pd.DataFrame) -> list[str]:
@@ -128,7 +130,7 @@ def _markdown(table: pd.DataFrame, dataset: str) -> str:
         return title + "No variant has been evaluated or pseudo-labelled yet.\n"
     shown = table.copy()
     shown["ratio"] = [f"{r * 100:g}%" for r in shown["ratio"]]
-    shown["round"] = shown["round"].astype(str)
+    shown[["round", SPLIT_COLUMN]] = shown[["round", SPLIT_COLUMN]].astype(str)
     shown["variant"] = [v or BASE_NAME for v in shown["variant"]]
     for col in shown.columns[len(TABLE_KEYS):]:
         shown[col] = [MISSING_MARK if pd.isna(v) else f"{v:.1f}" for v in shown[col]]

@@ -1,13 +1,19 @@
-"""Result tables laid out like LEOD's paper: mAP per self-training round for every setting × ratio.
+"""Result tables laid out like LEOD's paper: mAP per self-training round for every setting × ratio, over the
+label splits.
 
 Files read under ``results_dir`` (the workflow's ``results/``)::
 
-    {dataset}/{setting}_{ratio}[+{variant}]/round{r}/eval/test_metrics.json   # required per round
-    {dataset}/{setting}_{ratio}[+{variant}]/round{r}/gate.json                 # optional
-    {dataset}/{setting}_{ratio}[+{variant}]/round{r}/pseudo/quality.json       # optional
+    {dataset}/{experiment}/round{r}/eval/test_metrics.json   # required per round
+    {dataset}/{experiment}/round{r}/gate.json                 # optional
+    {dataset}/{experiment}/round{r}/pseudo/quality.json       # optional
+
+``{experiment}`` is ``{setting}_{ratio}[-s{k}][+{variant}]`` as :class:`~leod_core.workflow.paths.ExperimentName`
+parses it (column ``split``: the label split's offset ``k``, 0 without the suffix; LEOD averages every paper
+number over splits 0, 1, 2); a directory it rejects is skipped with a logged warning.
 
 - ``test_metrics.json``: a JSON object of metric name -> number, as :func:`write_test_metrics` writes the
-  dict of ``evaluate_detections`` (``AP``, ``AP_50``, ... fractions in [0, 1]). ``AP`` is the mAP.
+  dict of ``evaluate_detections`` (``AP``, ``AP_50``, ... and per class ``AP_car``, ...; fractions in [0, 1],
+  COCO's -1 where undefined). ``AP`` is the mAP, ``AP_{class}`` a class's AP (:func:`class_ap_keys`).
 - ``gate.json``: a JSON object; its top-level scalars become columns ``gate_{key}``. A round at or after a
   failed gate (``"passed": false``) is left out: its model is left over from an earlier run.
 - ``quality.json``: pseudo-label quality of the labels round ``r`` trains on, see
@@ -15,14 +21,27 @@ Files read under ``results_dir`` (the workflow's ``results/``)::
   as strings and fractions in [0, 1]; other keys are ignored. They become columns ``pl_precision@{thr}``
   and ``pl_recall@{thr}``.
 
-Written tables (``{out_dir}/{dataset}.md`` and ``.csv``), one row per experiment (setting, ratio,
-variant; sorted by setting as in ``SETTINGS``, then ratio, then variant), in mAP percent (AP × 100):
-``round 0 (baseline)``, ``round 1`` … ``round N``, ``full`` (round 0 of the dataset's ``full_1``
-experiment) and ``gap closed %`` = 100 × (best round ≥ 1 − round 0) / (full − round 0). A value that
-does not exist is missing (empty in the CSV, "–" in Markdown), never 0.
+Written tables of each dataset, in percent (AP × 100); a value that does not exist (or that COCO cannot define)
+is missing (empty in the CSV, "–" in Markdown), never 0:
 
-The Markdown file also lists every self-training gate of the dataset (:func:`collect_gates`): the
-pseudo-label precision and recall at the gate's IoU, the threshold and the decision, also for a round
+- ``{out_dir}/{dataset}.csv`` (:func:`split_table`): one row per experiment and split (setting, ratio, variant,
+  split; sorted by setting as in ``SETTINGS``, then ratio, variant, split): ``round 0 (baseline)``,
+  ``round 1`` … ``round N`` (mAP), ``full``, ``gap closed %``, then ``round {r} AP_{class}`` for every round
+  and class (classes by name).
+- ``{out_dir}/{dataset}.md`` (:func:`summary_table`): one row per experiment (setting, ratio, variant); each
+  round and ``gap closed %`` as ``mean ± std (n=k)`` over the k splits that have the value (std: the sample
+  standard deviation, ddof=1), a value of a single split alone (``31.2``); ``full`` is one number.
+
+``full`` is the mAP of round 0 (the supervised baseline; its rounds ≥ 1 are self-training on 100 % labels,
+shown in the ``full_1`` row itself) of ``full_1+{variant}`` for a row of a variant, if that experiment exists,
+else of ``full_1``. So a variant that changes the model (RVT-B, ``+rvt-b``) needs its own full experiment (the
+workflow plans ``full_1+rvt-b``; without it its rows are compared with ``full_1`` and a warning is logged if the
+variant has a round 0 of its own), while one that shares round 0 with its base (``+no-tta``, ...) is compared
+with the base's ``full_1``, the same model. ``gap closed %`` = 100 × (best round ≥ 1 − round 0) / (full −
+round 0) of one split; the Markdown averages it over the splits.
+
+The Markdown file also lists every self-training gate of the dataset (:func:`collect_gates`), with its split:
+the pseudo-label precision and recall at the gate's IoU, the threshold and the decision, also for a round
 that was not trained because its gate failed.
 """
 from __future__ import annotations
@@ -32,6 +51,7 @@ import logging
 import math
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +59,9 @@ import pandas as pd
 
 from leod_core.data.atomic import write_text_atomic
 from leod_core.data.formats import FormatError
-from leod_core.data.splits import SETTINGS
+from leod_core.data.splits import FULL_RATIO, SETTINGS
+from leod_core.evaluation.detection import METRIC_KEYS
+from leod_core.workflow.paths import ExperimentName, format_ratio
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +71,19 @@ GATE_FILE = Path("gate.json")
 QUALITY_FILE = Path("pseudo") / "quality.json"
 QUALITY_KEYS = ("precision", "recall")
 MAP_KEY = "AP"
-FULL_EXPERIMENT = ("full", 1.0, "")
+#: The full-supervision experiment of the base model (``full_1``); ``full_1+{variant}`` is a variant's.
+FULL_EXPERIMENT = ExperimentName("full", format_ratio(FULL_RATIO))
+#: One experiment of a table, all its splits together.
 EXPERIMENT_KEYS = ["setting", "ratio", "variant"]
-ID_COLUMNS = ["dataset", *EXPERIMENT_KEYS, "round"]
+SPLIT_COLUMN = "split"
+#: One row of the CSV: an experiment's split.
+ROW_KEYS = [*EXPERIMENT_KEYS, SPLIT_COLUMN]
+ID_COLUMNS = ["dataset", *ROW_KEYS, "round"]
 BASELINE_COLUMN = "round 0 (baseline)"
 FULL_COLUMN = "full"
 GAP_COLUMN = "gap closed %"
 MISSING_MARK = "–"
 GATE_COLUMNS = ("precision", "recall", "iou", "threshold", "passed", "num_frames")
-_EXPERIMENT_RE = re.compile(r"^(?P<setting>[A-Za-z0-9-]+)_(?P<ratio>[^/_+]+)(?:\+(?P<variant>[^/]+))?$")
 _ROUND_RE = re.compile(r"^round(?P<round>\d+)$")
 
 
@@ -85,20 +111,21 @@ def collect_results(results_dir: PathLike) -> pd.DataFrame:
 
 
 def round_ids(round_dir: Path, found: Path) -> dict[str, Any] | None:
-    """:data:`ID_COLUMNS` and ``experiment`` of ``{dataset}/{setting}_{ratio}[+{variant}]/round{r}``; None (with
-    a logged warning naming the file ``found`` under it) for a directory that is not laid out so."""
+    """:data:`ID_COLUMNS` and ``experiment`` of ``{dataset}/{experiment}/round{r}``; None (with a logged warning
+    naming the file ``found`` under it) for a directory that is not laid out so."""
     exp_dir = round_dir.parent
-    exp, rnd = _EXPERIMENT_RE.match(exp_dir.name), _ROUND_RE.match(round_dir.name)
-    if exp is None or rnd is None:
-        log.warning("skipping %s: not under {setting}_{ratio}[+variant]/round{r}", found)
+    rnd = _ROUND_RE.match(round_dir.name)
+    if rnd is None:
+        log.warning("skipping %s: not under {experiment}/round{r}", found)
         return None
     try:
-        ratio = float(exp["ratio"])
-    except ValueError:
-        log.warning("skipping %s: ratio %r is not a number", found, exp["ratio"])
+        name = ExperimentName.parse(exp_dir.name)
+    except ValueError as err:
+        log.warning("skipping %s: %s", found, err)
         return None
-    return {"dataset": exp_dir.parent.name, "setting": exp["setting"], "ratio": ratio, "variant": exp["variant"] or "",
-            "round": int(rnd["round"]), "experiment": exp_dir.name}
+    return {"dataset": exp_dir.parent.name, "setting": name.setting, "ratio": float(name.ratio),
+            "variant": name.variant, SPLIT_COLUMN: name.split_offset, "round": int(rnd["round"]),
+            "experiment": exp_dir.name}
 
 
 def _row_for(metrics_path: Path) -> dict[str, Any] | None:
@@ -165,7 +192,8 @@ def _scalars(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def quality_columns(path: Path) -> dict[str, float]:
-    """``pl_precision@{thr}`` and ``pl_recall@{thr}`` of a ``quality.json``."""
+    """``pl_precision@{thr}`` and ``pl_recall@{thr}`` of a ``quality.json`` (NaN where it has ``None``: no
+    withheld ground truth to measure on, e.g. setting ``full``)."""
     data = read_json(path)
     out = {}
     for key in QUALITY_KEYS:
@@ -173,7 +201,7 @@ def quality_columns(path: Path) -> dict[str, float]:
         if not isinstance(per_thr, dict):
             raise FormatError(path, f"{key!r} must map IoU thresholds to numbers")
         for thr, value in per_thr.items():
-            out[f"pl_{key}@{float(thr):g}"] = float(value)
+            out[f"pl_{key}@{float(thr):g}"] = math.nan if value is None else float(value)
     return out
 
 
@@ -185,28 +213,79 @@ def sort_key(col: pd.Series) -> pd.Series:
     return col
 
 
-def paper_table(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """Wide table of one dataset (numbers in mAP %, NaN where missing), see the module docstring."""
+def round_column(round_: int) -> str:
+    """The mAP column of a round: ``round 0 (baseline)``, ``round 1``, ..."""
+    return BASELINE_COLUMN if round_ == 0 else f"round {round_}"
+
+
+def class_ap_keys(columns) -> list[str]:
+    """The per-class AP keys ``AP_{class}`` among ``columns``, sorted (not ``AP_50`` ... nor ``AP_50_{class}``)."""
+    others = tuple(f"{key}_" for key in METRIC_KEYS if key != MAP_KEY)
+    return sorted(c for c in columns
+                  if c.startswith(f"{MAP_KEY}_") and c not in METRIC_KEYS and not c.startswith(others))
+
+
+def split_table(df: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The CSV table of one dataset: one row per experiment and split (numbers in %, NaN where missing), see the
+    module docstring."""
     sub = df[df["dataset"] == dataset]
     rounds = list(range(int(sub["round"].max()) + 1)) if len(sub) else [0]
-    wide = sub.pivot(index=EXPERIMENT_KEYS, columns="round", values=MAP_KEY) * 100.0
-    wide = wide.reindex(columns=rounds)
-    wide.columns = [BASELINE_COLUMN if r == 0 else f"round {r}" for r in rounds]
-    wide = wide.reset_index().sort_values(EXPERIMENT_KEYS, key=sort_key, ignore_index=True)
+    maps = _percent_per_round(sub, MAP_KEY, rounds).set_axis([round_column(r) for r in rounds], axis=1)
+    per_class = {key: _percent_per_round(sub, key, rounds) for key in class_ap_keys(sub.columns)}
+    wide = maps.assign(**{FULL_COLUMN: _full_maps(sub, maps.index.get_level_values("variant"))})
+    wide[GAP_COLUMN] = gap_closed(wide, rounds)
+    for r in rounds:
+        for key, values in per_class.items():
+            wide[f"round {r} {key}"] = values[r]
+    return wide.reset_index().sort_values(ROW_KEYS, key=sort_key, ignore_index=True)
+
+
+def _percent_per_round(sub: pd.DataFrame, key: str, rounds: list[int]) -> pd.DataFrame:
+    """``key`` × 100 per split (index :data:`ROW_KEYS`) and round (columns); NaN where missing or negative (COCO's
+    -1: undefined)."""
+    wide = sub.pivot(index=ROW_KEYS, columns="round", values=key).reindex(columns=rounds).astype(float) * 100.0
+    return wide.where(wide >= 0)
+
+
+def gap_closed(wide: pd.DataFrame, rounds: list[int]) -> pd.Series:
+    """``gap closed %`` per row of a table with the round columns and ``full`` (NaN where undefined)."""
     baseline = wide[BASELINE_COLUMN]
-    wide[FULL_COLUMN] = full_map(sub)
-    best = wide[[f"round {r}" for r in rounds[1:]]].max(axis=1, skipna=True) if len(rounds) > 1 else math.nan
+    best = wide[[round_column(r) for r in rounds[1:]]].max(axis=1, skipna=True)
     gap = (wide[FULL_COLUMN] - baseline).where(lambda g: g != 0)
-    wide[GAP_COLUMN] = 100.0 * (best - baseline) / gap
-    return wide
+    return 100.0 * (best - baseline) / gap
 
 
-def full_map(sub: pd.DataFrame) -> float:
-    """mAP (%) of round 0 of the `full_1` experiment in `sub` (one dataset), NaN if absent."""
-    setting, ratio, variant = FULL_EXPERIMENT
-    hit = sub[(sub["setting"] == setting) & (sub["ratio"] == ratio) & (sub["variant"] == variant)
-              & (sub["round"] == 0)]
+def _full_maps(sub: pd.DataFrame, variants) -> list[float]:
+    """:func:`full_map` of each of ``variants`` (one lookup per variant)."""
+    full = {variant: full_map(sub, variant) for variant in dict.fromkeys(variants)}
+    return [full[variant] for variant in variants]
+
+
+def full_map(sub: pd.DataFrame, variant: str = "") -> float:
+    """mAP (%) of round 0 of ``full_1+{variant}`` in ``sub`` (one dataset's rows), else of ``full_1`` (see the
+    module docstring); NaN if neither exists."""
+    own = _round0_map(sub, replace(FULL_EXPERIMENT, variant=variant))
+    if not variant or not math.isnan(own):
+        return own
+    if ((sub["variant"] == variant) & (sub["round"] == 0)).any():
+        log.warning("variant %r has a round 0 of its own but there is no %s: its rows are compared with %s",
+                    variant, replace(FULL_EXPERIMENT, variant=variant), FULL_EXPERIMENT)
+    return _round0_map(sub, FULL_EXPERIMENT)
+
+
+def _round0_map(sub: pd.DataFrame, experiment: ExperimentName) -> float:
+    hit = sub[(sub["experiment"] == str(experiment)) & (sub["round"] == 0)]
     return float(hit[MAP_KEY].iloc[0]) * 100.0 if len(hit) else math.nan
+
+
+def summary_table(splits: pd.DataFrame) -> pd.DataFrame:
+    """The Markdown table's numbers from a :func:`split_table`: one row per experiment (index
+    :data:`EXPERIMENT_KEYS`, in the table's order); for each round column, ``full`` and ``gap closed %`` the
+    columns ``(column, "mean")``, ``(column, "std")`` (sample std, ddof=1; NaN for one split) and ``(column, "n")``
+    (the splits with a value)."""
+    columns = list(splits.columns[len(ROW_KEYS):splits.columns.get_loc(GAP_COLUMN) + 1])
+    grouped = splits.groupby(EXPERIMENT_KEYS, sort=False)[columns]
+    return grouped.agg(["mean", "std", "count"]).rename(columns={"count": "n"}, level=1)
 
 
 def write_tables(df: pd.DataFrame, out_dir: PathLike, gates: pd.DataFrame | None = None) -> list[Path]:
@@ -215,26 +294,40 @@ def write_tables(df: pd.DataFrame, out_dir: PathLike, gates: pd.DataFrame | None
     out_dir = Path(out_dir)
     written = []
     for dataset in sorted(df["dataset"].unique()):
-        table = paper_table(df, dataset)
+        table = split_table(df, dataset)
         csv_path, md_path = out_dir / f"{dataset}.csv", out_dir / f"{dataset}.md"
         write_text_atomic(csv_path, table.to_csv(index=False, na_rep=""))
         dataset_gates = gates[gates["dataset"] == dataset] if gates is not None else gates
-        write_text_atomic(md_path, _markdown(table, dataset) + _gates_markdown(dataset_gates))
+        write_text_atomic(md_path, _markdown(summary_table(table), dataset) + _gates_markdown(dataset_gates))
         written += [csv_path, md_path]
     return written
 
 
-def _markdown(table: pd.DataFrame, dataset: str) -> str:
-    shown = table.copy()
-    shown["ratio"] = [f"{r * 100:g}%" for r in shown["ratio"]]
+def _markdown(summary: pd.DataFrame, dataset: str) -> str:
+    keys = summary.index.to_frame(index=False)
+    shown = pd.DataFrame({"setting": keys["setting"], "ratio": [f"{r * 100:g}%" for r in keys["ratio"]],
+                          "variant": keys["variant"]})
     if not (shown["variant"] != "").any():
         shown = shown.drop(columns="variant")
-    for col in shown.columns[shown.columns.get_loc("ratio") + 1:]:
-        if col != "variant":
-            shown[col] = [MISSING_MARK if pd.isna(v) else f"{v:.1f}" for v in shown[col]]
-    align = ["left" if c in ("setting", "ratio", "variant") else "right" for c in shown.columns]
+    for col in summary.columns.get_level_values(0).unique():
+        stats = summary[col]
+        shown[col] = [_cell(mean, std, n, alone=col == FULL_COLUMN)
+                      for mean, std, n in zip(stats["mean"], stats["std"], stats["n"])]
+    align = ["left" if c in EXPERIMENT_KEYS else "right" for c in shown.columns]
     body = shown.to_markdown(index=False, disable_numparse=True, colalign=align)
-    return f"# {dataset}: test mAP (%) per self-training round\n\n{body}\n"
+    return (f"# {dataset}: test mAP (%) per self-training round\n\nMean ± sample standard deviation over the label "
+            f"splits that have the value (n of them; one split: its value alone). `{FULL_COLUMN}`: round 0 of "
+            f"`{FULL_EXPERIMENT}+variant` of the row's variant if it exists, else of `{FULL_EXPERIMENT}`.\n\n"
+            f"{body}\n")
+
+
+def _cell(mean: float, std: float, n: int, alone: bool) -> str:
+    """A Markdown cell: ``mean ± std (n=k)``, the mean alone for one split or if ``alone``, "–" for none."""
+    if n == 0:
+        return MISSING_MARK
+    if n == 1 or alone:
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {std:.1f} (n={n})"
 
 
 def _gates_markdown(gates: pd.DataFrame | None) -> str:
@@ -243,15 +336,26 @@ def _gates_markdown(gates: pd.DataFrame | None) -> str:
         return ""
     shown = pd.DataFrame({
         "setting": gates["setting"], "ratio": [f"{r * 100:g}%" for r in gates["ratio"]], "variant": gates["variant"],
-        "round": gates["round"].astype(str),
-        "pseudo-label precision": [f"{100 * p:.1f}" for p in gates["precision"]],
-        "recall": [f"{100 * r:.1f}" for r in gates["recall"]],
+        SPLIT_COLUMN: gates[SPLIT_COLUMN].astype(str), "round": gates["round"].astype(str),
+        "pseudo-label precision": [_percent(p) for p in gates["precision"]],
+        "recall": [_percent(r) for r in gates["recall"]],
         "at IoU": [f"{iou:g}" for iou in gates["iou"]],
-        "threshold": [f"{100 * t:.1f}" for t in gates["threshold"]],
+        "threshold": [_percent(t) for t in gates["threshold"]],
         "frames": gates["num_frames"].astype(str),
-        "decision": ["train" if passed else "stop" for passed in gates["passed"]]})
+        "decision": [_decision(passed, t) for passed, t in zip(gates["passed"], gates["threshold"])]})
     if not (shown["variant"] != "").any():
         shown = shown.drop(columns="variant")
     body = shown.to_markdown(index=False, disable_numparse=True)
     return ("\n## Self-training gates: round r is trained on its pseudo labels only if their precision "
-            f"reaches the threshold\n\n{body}\n")
+            "reaches the threshold (not gated: a round before self_training.gate.from_round, or pseudo labels "
+            f"without withheld ground truth to measure)\n\n{body}\n")
+
+
+def _decision(passed: bool, threshold: float | None) -> str:
+    """A gate's decision in words; a gate that did not decide (no threshold) let the round train."""
+    return "stop" if not passed else "train (not gated)" if pd.isna(threshold) else "train"
+
+
+def _percent(fraction: float | None) -> str:
+    """A fraction in percent with one decimal; :data:`MISSING_MARK` for ``None``/NaN (not measured)."""
+    return MISSING_MARK if pd.isna(fraction) else f"{100 * fraction:.1f}"

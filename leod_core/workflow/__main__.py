@@ -17,10 +17,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m leod_core.workflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("gate", help="decide whether the next round trains: pseudo-label precision >= threshold")
-    p.add_argument("--quality", required=True, help="quality.json of `leod label-quality`")
-    p.add_argument("--threshold", type=float, required=True, help="minimum precision (fraction)")
-    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the precision (0.25, 0.5, 0.75)")
+    p = sub.add_parser("gate", help="decide whether a self-training round trains on its pseudo labels")
+    p.add_argument("--quality", required=True, help="the round's quality.json of `leod label-quality`")
+    p.add_argument("--round", type=int, required=True, help="the self-training round r >= 1")
+    p.add_argument("--rule", required=True, choices=jobs.GATE_RULES,
+                   help="threshold: precision >= --threshold; no_drop: precision >= round r-1's")
+    p.add_argument("--threshold", type=float, required=True, help="minimum precision of rule threshold (fraction)")
+    p.add_argument("--iou", type=float, required=True, help="IoU threshold of the precision (0.25, 0.5, 0.75)")
+    p.add_argument("--from-round", type=int, required=True, help="rounds before it always train")
+    p.add_argument("--previous-quality", help="round r-1's quality.json (rule no_drop, r >= --from-round)")
     p.add_argument("--out", required=True, help="gate.json to write")
 
     p = sub.add_parser("shard-list", help="the pseudo-labelling shards of a split (length-balanced)")
@@ -54,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         if args.command == "gate":
-            jobs.write_gate(Path(args.quality), args.threshold, args.iou, Path(args.out))
+            gate = jobs.GateConfig(args.threshold, args.iou, args.rule, args.from_round)
+            previous = Path(args.previous_quality) if args.previous_quality else None
+            jobs.write_gate(Path(args.quality), args.round, gate, Path(args.out), previous)
         elif args.command == "shard-list":
             jobs.write_shard_list(Path(args.data), Path(args.split), args.num_shards, args.downsampled_by_2,
                                   Path(args.out))

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,42 +32,108 @@ def threshold_key(iou: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ gate
-def gate_decision(quality: dict[str, Any], threshold: float, iou: float = 0.5) -> dict[str, Any]:
-    """Pass iff the pseudo labels' precision at IoU ``iou`` (mean over classes, ``quality["precision"]``) is
-    at least ``threshold``. Returns the gate.json object: decision, numbers and the reason in words."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"gate threshold must be in [0, 1], got {threshold}")
-    key = threshold_key(iou)
+GATE_RULES = ("threshold", "no_drop")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """``self_training.gate`` (the schema holds the defaults and the docs). ``threshold``: minimum precision
+    (fraction) of rule ``threshold``; ``iou``: IoU of the precision; ``rule``: ``threshold`` or ``no_drop``
+    (precision not below round r-1's); rounds before ``from_round`` always train."""
+
+    threshold: float
+    iou: float
+    rule: str
+    from_round: int
+
+
+def needs_previous_quality(gate: GateConfig, round_: int) -> bool:
+    """Whether round ``round_``'s gate compares with round r-1's quality.json (rule no_drop, a decided round)."""
+    return gate.rule == "no_drop" and round_ >= gate.from_round
+
+
+def gate_decision(quality: dict[str, Any], round_: int, gate: GateConfig,
+                  previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Whether round ``round_`` trains on pseudo labels of quality ``quality`` (``quality.json``; ``previous``:
+    round r-1's, needed by a decided ``no_drop`` round). Returns the gate.json object: the decision, whether
+    the gate ``decided`` it, the precision (mean over classes, fraction) and recall at ``gate.iou``, the
+    ``threshold`` the precision had to reach (``None`` if not decided) and the reason in words.
+
+    Not decided, and so trained: rounds before ``gate.from_round``, and pseudo labels without withheld ground
+    truth to measure them on (setting ``full``: precision ``None``); LEOD itself has no gate."""
+    if not 0.0 <= gate.threshold <= 1.0:
+        raise ValueError(f"self_training.gate.threshold must be in [0, 1], got {gate.threshold}")
+    if gate.rule not in GATE_RULES:
+        raise ValueError(f"self_training.gate.rule {gate.rule!r} is not one of {GATE_RULES}")
+    key = threshold_key(gate.iou)
+    precision = _precision(quality, key)
+    bar, reason = None, _undecided_reason(round_, gate, precision)
+    if reason is None:
+        if gate.rule == "threshold":
+            bar, what = gate.threshold, f"threshold {gate.threshold:g}"
+        else:
+            bar = _previous_precision(previous, round_, key)
+            what = f"round {round_ - 1}'s precision {bar:.4f} (rule no_drop)"
+        reason = f"precision@{key} {precision:.4f} {'>=' if precision >= bar else '<'} {what}"
+    per_class = {name: (c.get("precision") or {}).get(key) for name, c in (quality.get("per_class") or {}).items()}
+    return {"passed": bar is None or bool(precision >= bar), "decided": bar is not None, "round": round_,
+            "rule": gate.rule, "from_round": gate.from_round, "precision": precision, "threshold": bar,
+            "iou": float(gate.iou), "recall": (quality.get("recall") or {}).get(key),
+            "num_frames": quality.get("num_frames"), "reason": reason, "per_class_precision": per_class}
+
+
+def _precision(quality: dict[str, Any], key: str) -> float | None:
+    """Precision at IoU ``key`` of a quality.json object (``None``: nothing withheld to measure it on)."""
     precision_by_iou = quality.get("precision")
     if not isinstance(precision_by_iou, dict) or key not in precision_by_iou:
         known = sorted(precision_by_iou) if isinstance(precision_by_iou, dict) else []
         raise ValueError(f"quality has no precision at IoU {key} (has {known}); set self_training.gate.iou "
                          f"to one of them")
-    precision = precision_by_iou[key]
-    recall = (quality.get("recall") or {}).get(key)
+    return precision_by_iou[key]
+
+
+def _undecided_reason(round_: int, gate: GateConfig, precision: float | None) -> str | None:
+    """Why the gate does not decide round ``round_`` (it is trained), or ``None`` if it decides."""
+    if round_ < gate.from_round:
+        return f"round {round_} < self_training.gate.from_round {gate.from_round}: always trained"
     if precision is None:
-        passed, reason = False, "no withheld ground truth to measure precision on"
-    else:
-        passed = bool(precision >= threshold)
-        reason = f"precision@{key} {precision:.4f} {'>=' if passed else '<'} threshold {threshold:g}"
-    per_class = {name: (c.get("precision") or {}).get(key) for name, c in (quality.get("per_class") or {}).items()}
-    return {"passed": passed, "precision": precision, "threshold": float(threshold), "iou": float(iou),
-            "recall": recall, "num_frames": quality.get("num_frames"), "reason": reason,
-            "per_class_precision": per_class}
+        return ("no withheld ground truth to measure the pseudo labels on: the gate cannot decide, so the round "
+                "is trained (as in LEOD, which has no gate)")
+    return None
 
 
-def write_gate(quality_path: Path, threshold: float, iou: float, out: Path) -> dict[str, Any]:
-    """Read ``quality.json``, decide, write ``gate.json``."""
-    with open(quality_path, encoding="utf-8") as f:
-        quality = json.load(f)
+def _previous_precision(previous: dict[str, Any] | None, round_: int, key: str) -> float:
+    """Round r-1's pseudo-label precision, the bar of rule ``no_drop``."""
+    if previous is None or round_ < 2:
+        raise ValueError(f"rule no_drop compares round {round_} with round {round_ - 1}'s pseudo labels, which "
+                         f"{'do not exist' if round_ < 2 else 'were not given'}; set self_training.gate.from_round "
+                         f">= 2")
+    bar = _precision(previous, key)
+    if bar is None:
+        raise ValueError(f"round {round_ - 1}'s pseudo labels have no precision at IoU {key} to compare with")
+    return bar
+
+
+def write_gate(quality_path: Path, round_: int, gate: GateConfig, out: Path,
+               previous_path: Path | None = None) -> dict[str, Any]:
+    """Read ``quality.json`` (and round r-1's, ``previous_path``), decide, write ``gate.json``."""
     try:
-        gate = gate_decision(quality, threshold, iou)
+        previous = _read_json(previous_path) if previous_path else None
+        decision = gate_decision(_read_json(quality_path), round_, gate, previous)
     except ValueError as err:
-        raise ValueError(f"{quality_path}: {err}") from None
-    gate["quality"] = str(quality_path)
-    write_text_atomic(out, json.dumps(gate, indent=2, sort_keys=True) + "\n")
-    log.info("gate %s: %s", "passed" if gate["passed"] else "FAILED", gate["reason"])
-    return gate
+        against = f" (round r-1: {previous_path})" if previous_path else ""
+        raise ValueError(f"{quality_path}{against}: {err}") from None
+    decision["quality"] = str(quality_path)
+    if previous_path:
+        decision["previous_quality"] = str(previous_path)
+    write_text_atomic(out, json.dumps(decision, indent=2, sort_keys=True) + "\n")
+    log.info("gate %s: %s", "passed" if decision["passed"] else "FAILED", decision["reason"])
+    return decision
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 # ------------------------------------------------------------------------------------------ shard list

@@ -1,34 +1,45 @@
 """Paths and wildcards of the workflow (``DESIGN.md`` §1): the one place that spells them.
 
-Every experiment lives in ``results/{dataset}/{setting}_{ratio}``, an ablation or model variant in
-``results/{dataset}/{setting}_{ratio}+{variant}`` (``{variant}`` names an overlay of the config's ``variants:``);
+Every experiment lives in ``results/{dataset}/{setting}_{ratio}[-s{k}][+{variant}]``
+(:class:`ExperimentName`): ``-s{k}`` is the label split with offset ``k >= 1`` (LEOD's "offset the index when
+sub-sampling"; no suffix is offset 0) and ``+{variant}`` names an overlay of the config's ``variants:``;
 ``logs/`` and ``benchmarks/`` mirror ``results/``. A ratio in a path must be the canonical decimal string of
 :func:`format_ratio` (``0.01``, not ``0.010`` or ``1e-2``), so one experiment has exactly one directory.
 
-In the rules the ``variant`` wildcard holds the suffix itself: ``""`` (no variant) or ``"+no-tta"``.
+In the rules the ``offset`` and ``variant`` wildcards hold the suffixes themselves: ``""`` (offset 0, no variant),
+``"-s1"``, ``"+no-tta"``.
 """
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from leod_core.data.splits import FULL_RATIO, SETTINGS, parse_ratio
 
 #: Wildcard constraints shared by all rules. ``ratio`` is deliberately loose (anything without ``/``, ``_``,
-#: ``+``): a malformed ratio then reaches :func:`check_ratio_wildcard`, which rejects it with a message, instead
+#: ``+``, ``-``): a malformed ratio then reaches :func:`check_ratio_wildcard`, which rejects it with a message, instead
 #: of Snakemake's bare "no rule to produce". ``variant`` (empty or ``+name``) is as loose, so that an unknown
 #: name reaches :func:`leod_core.workflow.settings.variant_overlay`, which lists the known ones.
 WILDCARD_PATTERNS = {
     "dataset": r"[A-Za-z0-9-]+",
     "setting": "|".join(SETTINGS),
-    "ratio": r"[^/_+]+",
+    "ratio": r"[^/_+-]+",
+    "offset": r"(-[^/+]*)?",
     "variant": r"(\+[^/]+)?",
     "round": r"0|[1-9][0-9]*",
     "shard": r"0|[1-9][0-9]*",
 }
 #: Rounds that are trained on pseudo labels (and whose pseudo labels / gate exist): 1, 2, ...
 SELF_TRAINING_ROUND = r"[1-9][0-9]*"
-#: Separates the variant from ``{setting}_{ratio}`` in an experiment directory.
+#: Separates the variant from ``{setting}_{ratio}[-s{k}]`` in an experiment directory.
 VARIANT_SEPARATOR = "+"
+#: Starts the label split's offset after ``{setting}_{ratio}``: ``wsod_0.01-s1`` is split offset 1.
+SPLIT_SEPARATOR = "-s"
+_OFFSET_SUFFIX = re.compile(r"^-s(?P<offset>[1-9][0-9]*)$")
+_EXPERIMENT_NAME = re.compile(r"^(?P<setting>[A-Za-z0-9]+)_(?P<ratio>[^/_+-]+)(?P<offset>-[^/+]*)?"
+                              r"(?:\+(?P<variant>[^/]+))?$")
 #: Directory names under ``results/`` that are not datasets.
 RESERVED_NAMES = ("data", "raw", "tables", "plots", "videos")
 
@@ -55,6 +66,62 @@ def check_ratio_wildcard(ratio: str, setting: str) -> float:
     return value
 
 
+def offset_suffix(offset: int) -> str:
+    """The ``offset`` wildcard of a label split offset: ``0`` -> ``""``, ``1`` -> ``"-s1"``."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"a split offset is an integer >= 0, got {offset!r}")
+    return f"{SPLIT_SEPARATOR}{offset}" if offset else ""
+
+
+def split_offset(suffix: str) -> int:
+    """The label split offset of an ``offset`` wildcard: ``""`` -> 0, ``"-s2"`` -> 2; a clear ``ValueError``
+    for anything else (``-s0``, ``-s01``, ``-x1``: one directory per experiment)."""
+    if not suffix:
+        return 0
+    match = _OFFSET_SUFFIX.match(suffix)
+    if match is None:
+        raise ValueError(f"unknown experiment suffix {suffix!r}: a label split other than offset 0 is written "
+                         f"'-s<k>' with k >= 1 (e.g. wsod_0.01-s1); offset 0 has no suffix")
+    return int(match["offset"])
+
+
+def check_offset_wildcard(suffix: str, setting: str) -> int:
+    """The split offset of an ``offset`` wildcard (:func:`split_offset`); ``full`` has a single split (offset 0)."""
+    offset = split_offset(suffix)
+    if setting == "full" and offset:
+        raise ValueError(f"setting 'full' keeps every label and has a single split: 'full_1{suffix}' is not an "
+                         f"experiment, use 'full_1'")
+    return offset
+
+
+@dataclass(frozen=True)
+class ExperimentName:
+    """The parts of an experiment directory name ``{setting}_{ratio}[-s{k}][+{variant}]``.
+
+    Invariants: ``ratio`` is canonical (:func:`format_ratio`), ``split_offset >= 0`` (0 for ``full``),
+    ``variant`` is ``""`` or a name without ``/``."""
+
+    setting: str
+    ratio: str
+    split_offset: int = 0
+    variant: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.setting}_{self.ratio}{offset_suffix(self.split_offset)}{variant_suffix(self.variant)}"
+
+    @classmethod
+    def parse(cls, name: str) -> "ExperimentName":
+        """Parse a directory name; ``ValueError`` naming the problem for one that is not laid out so (an unknown
+        suffix, a ratio that is not canonical, ``full`` with a split offset)."""
+        match = _EXPERIMENT_NAME.match(name)
+        if match is None:
+            raise ValueError(f"{name!r} is not an experiment name {{setting}}_{{ratio}}[-s<k>][+variant]")
+        setting, ratio = match["setting"], match["ratio"]
+        check_ratio_wildcard(ratio, setting)
+        offset = check_offset_wildcard(match["offset"] or "", setting)
+        return cls(setting, ratio, offset, match["variant"] or "")
+
+
 def variant_suffix(variant: str) -> str:
     """The ``variant`` wildcard of a variant name: ``""`` -> ``""``, ``"no-tta"`` -> ``"+no-tta"``."""
     return f"{VARIANT_SEPARATOR}{variant}" if variant else ""
@@ -65,24 +132,28 @@ def variant_name(suffix: str) -> str:
     return suffix.removeprefix(VARIANT_SEPARATOR)
 
 
-def experiment_dir(dataset: str, setting: str, ratio: float | str, variant: str = "") -> str:
-    """``results/{dataset}/{setting}_{ratio}[+{variant}]`` for one experiment."""
-    return f"results/{dataset}/{setting}_{format_ratio(ratio)}{variant_suffix(variant)}"
+def experiment_dir(dataset: str, setting: str, ratio: float | str, variant: str = "", *, split_offset: int = 0
+                   ) -> str:
+    """``results/{dataset}/{setting}_{ratio}[-s{k}][+{variant}]`` for one experiment."""
+    return f"results/{dataset}/{ExperimentName(setting, format_ratio(ratio), split_offset, variant)}"
 
 
-def round_dir(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "") -> str:
-    """``results/{dataset}/{setting}_{ratio}[+{variant}]/round{r}``."""
-    return f"{experiment_dir(dataset, setting, ratio, variant)}/round{int(round_)}"
+def round_dir(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "", *,
+              split_offset: int = 0) -> str:
+    """``results/{dataset}/{setting}_{ratio}[-s{k}][+{variant}]/round{r}``."""
+    return f"{experiment_dir(dataset, setting, ratio, variant, split_offset=split_offset)}/round{int(round_)}"
 
 
-def metrics_path(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "") -> str:
+def metrics_path(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "", *,
+                 split_offset: int = 0) -> str:
     """Test-split metrics of one round's model."""
-    return f"{round_dir(dataset, setting, ratio, round_, variant)}/eval/test_metrics.json"
+    return f"{round_dir(dataset, setting, ratio, round_, variant, split_offset=split_offset)}/eval/test_metrics.json"
 
 
-def gate_path(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "") -> str:
+def gate_path(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "", *,
+              split_offset: int = 0) -> str:
     """Gate decision for training round ``round_`` (>= 1) on its pseudo labels."""
-    return f"{round_dir(dataset, setting, ratio, round_, variant)}/gate.json"
+    return f"{round_dir(dataset, setting, ratio, round_, variant, split_offset=split_offset)}/gate.json"
 
 
 def table_paths(datasets: list[str] | tuple[str, ...]) -> list[str]:

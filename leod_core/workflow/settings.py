@@ -17,7 +17,8 @@ import json
 import shlex
 from typing import Any
 
-from leod_core.workflow.paths import RESERVED_NAMES, check_ratio_wildcard, format_ratio, variant_suffix
+from leod_core.workflow.paths import (RESERVED_NAMES, check_offset_wildcard, check_ratio_wildcard, format_ratio,
+                                      offset_suffix, variant_suffix)
 
 #: Sections of a dataset block that the overrides list may refine (deep-merged, in list order).
 MERGED_SECTIONS = ("train", "self_train", "pseudo", "label_quality", "evaluate")
@@ -113,7 +114,7 @@ def name_pattern(names: list[str]) -> str:
 
 
 def check_config(config: dict[str, Any]) -> None:
-    """Checks beyond the JSON schema: experiments name configured datasets, ``full`` has ratio 1, reserved
+    """Checks beyond the JSON schema: experiments name configured datasets, ``full`` has ratio 1 and one split, reserved
     dataset names, one data source per dataset. Raises ``ValueError`` naming the problem."""
     for name, block in config["datasets"].items():
         if name in RESERVED_NAMES:
@@ -131,6 +132,8 @@ def check_config(config: dict[str, Any]) -> None:
                 raise ValueError(f"{where}: dataset {exp['dataset']!r} is not configured")
             try:
                 check_ratio_wildcard(format_ratio(exp["ratio"]), exp["setting"])
+                for offset in exp.get("split_offsets", []):
+                    check_offset_wildcard(offset_suffix(offset), exp["setting"])
                 variant_overlay(config, exp.get("variant", ""))
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from None

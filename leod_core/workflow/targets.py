@@ -1,7 +1,8 @@
 """What the workflow builds by default: every configured experiment's rounds, walked through the gates.
 
-Round 0 is always trained and evaluated. Round r >= 1 is trained only if its gate passed (pseudo-label
-precision at the configured IoU >= threshold); nothing after the first failed gate is built, and that gate's
+Round 0 is always trained and evaluated. Round r >= 1 is trained only if its gate passed (see
+:func:`leod_core.workflow.jobs.gate_decision`: rounds before ``self_training.gate.from_round`` and unmeasurable
+pseudo labels always pass); nothing after the first failed gate is built, and that gate's
 ``gate.json`` is the experiment's last file. ``read_gate`` is how the Snakefile reads a gate: through the ``gate``
 checkpoint, so an unknown gate schedules the rounds before it (it raises until the gate has run).
 
@@ -16,16 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from leod_core.workflow.paths import (ablation_table_paths, format_ratio, gate_path, metrics_path, table_paths,
-                                      variant_suffix)
+from leod_core.workflow.paths import (ExperimentName, ablation_table_paths, check_offset_wildcard, format_ratio,
+                                      gate_path, metrics_path, offset_suffix, table_paths)
 from leod_core.workflow.settings import ablation_entries, round0_variant
 
 
 @dataclass(frozen=True)
 class Experiment:
     """One configured experiment: dataset, setting, canonical ratio string, rounds of self-training, variant
-    (``""``: none) and the variant whose round 0 it uses (``""``: the base experiment's, see
-    :func:`~leod_core.workflow.settings.round0_variant`)."""
+    (``""``: none), the variant whose round 0 it uses (``""``: the base experiment's, see
+    :func:`~leod_core.workflow.settings.round0_variant`) and the label split's offset (0, 1, 2, ...)."""
 
     dataset: str
     setting: str
@@ -33,18 +34,32 @@ class Experiment:
     max_rounds: int
     variant: str = ""
     round0_variant: str = ""
+    split_offset: int = 0
 
     @property
     def name(self) -> str:
-        """``{setting}_{ratio}[+{variant}]``, the experiment's directory name."""
-        return f"{self.setting}_{self.ratio}{variant_suffix(self.variant)}"
+        """``{setting}_{ratio}[-s{k}][+{variant}]``, the experiment's directory name."""
+        return str(ExperimentName(self.setting, self.ratio, self.split_offset, self.variant))
 
 
-def _experiment(config: dict[str, Any], entry: dict[str, Any]) -> Experiment:
+def split_offsets(config: dict[str, Any], entry: dict[str, Any]) -> list[int]:
+    """The label split offsets an ``experiments`` entry runs: its ``split_offsets``, else the config's top-level
+    ``split_offsets``; ``full`` has one split (offset 0) whatever the default says."""
+    if entry["setting"] == "full" and "split_offsets" not in entry:
+        return [0]
+    return list(entry.get("split_offsets", config.get("split_offsets", [0])))
+
+
+def _experiments(config: dict[str, Any], entry: dict[str, Any]) -> list[Experiment]:
+    """One :class:`Experiment` per label split offset of a config entry."""
     ratio, variant = format_ratio(entry["ratio"]), entry.get("variant", "")
     rounds = int(entry.get("max_rounds", config["self_training"]["max_rounds"]))
     shared = round0_variant(config, entry["dataset"], entry["setting"], ratio, variant)
-    return Experiment(entry["dataset"], entry["setting"], ratio, rounds, variant, shared)
+    found = []
+    for offset in split_offsets(config, entry):
+        check_offset_wildcard(offset_suffix(offset), entry["setting"])
+        found.append(Experiment(entry["dataset"], entry["setting"], ratio, rounds, variant, shared, offset))
+    return found
 
 
 def _unique(found: list[Experiment], key: str) -> list[Experiment]:
@@ -58,20 +73,21 @@ def _unique(found: list[Experiment], key: str) -> list[Experiment]:
 
 def experiments(config: dict[str, Any]) -> list[Experiment]:
     """The configured experiments; ``max_rounds`` defaults to ``self_training.max_rounds``."""
-    return _unique([_experiment(config, e) for e in config["experiments"]], "experiments")
+    return _unique([exp for e in config["experiments"] for exp in _experiments(config, e)], "experiments")
 
 
 def ablation_experiments(config: dict[str, Any]) -> list[Experiment]:
     """``ablation.experiments``, each followed by its base experiment (same dataset, setting and ratio, no
     variant, as many rounds as its variants) unless that is listed itself."""
-    variants = _unique([_experiment(config, e) for e in ablation_entries(config)], "ablation.experiments")
-    bases: dict[tuple[str, str, str], int] = {}
+    variants = _unique([exp for e in ablation_entries(config) for exp in _experiments(config, e)],
+                       "ablation.experiments")
+    bases: dict[tuple[str, str, str, int], int] = {}
     for exp in variants:
-        key = (exp.dataset, exp.setting, exp.ratio)
+        key = (exp.dataset, exp.setting, exp.ratio, exp.split_offset)
         bases[key] = max(bases.get(key, 0), exp.max_rounds)
     listed = {(exp.dataset, exp.name) for exp in variants}
-    extra = [Experiment(d, s, r, rounds) for (d, s, r), rounds in sorted(bases.items())
-             if (d, f"{s}_{r}") not in listed]
+    extra = [Experiment(d, s, r, rounds, split_offset=k) for (d, s, r, k), rounds in sorted(bases.items())
+             if (d, str(ExperimentName(s, r, k))) not in listed]
     return variants + extra
 
 
@@ -87,23 +103,26 @@ def read_gate_file(path: str | Path) -> dict[str, Any]:
     return gate
 
 
-def round_targets(exp: Experiment, round_: int, read_gate: Callable[[int], dict[str, Any]]) -> list[str]:
+def round_targets(exp: Experiment, round_: int, read_gate: Callable[[int], dict[str, Any]],
+                  from_round: int = 1) -> list[str]:
     """Files of round ``round_`` of ``exp`` that the default run builds: round 0's test metrics; for a round
     r >= 1 its ``gate.json``, plus its test metrics if the gate passed; nothing if an earlier gate failed.
+    Gates of rounds before ``from_round`` (``self_training.gate.from_round``) cannot stop them, so they are not
+    read (not waited for): a dry run plans those rounds to their test metrics.
 
     ``rule all`` takes one such list per round (each its own input function), so evaluating round r never
     waits for round r + 1's gate."""
-    d, s, r, v = exp.dataset, exp.setting, exp.ratio, exp.variant
+    d, s, r, v, k = exp.dataset, exp.setting, exp.ratio, exp.variant, exp.split_offset
     if round_ == 0:
-        return [metrics_path(d, s, r, 0, exp.round0_variant)]
+        return [metrics_path(d, s, r, 0, exp.round0_variant, split_offset=k)]
     if not 1 <= round_ <= exp.max_rounds:
         raise ValueError(f"round {round_} is not in 0..{exp.max_rounds}")
-    for earlier in range(1, round_):
+    for earlier in range(max(1, from_round), round_):
         if not read_gate(earlier)["passed"]:
             return []
-    targets = [gate_path(d, s, r, round_, v)]
-    if read_gate(round_)["passed"]:
-        targets.append(metrics_path(d, s, r, round_, v))
+    targets = [gate_path(d, s, r, round_, v, split_offset=k)]
+    if round_ < from_round or read_gate(round_)["passed"]:
+        targets.append(metrics_path(d, s, r, round_, v, split_offset=k))
     return targets
 
 
@@ -147,9 +166,12 @@ def ablation_by_default(config: dict[str, Any]) -> bool:
 
 
 def gate_failure_message(gate: dict[str, Any], path: str, round_: int) -> str:
-    """Why round ``round_`` is not trained (for an explicit target past a failed gate)."""
+    """Why round ``round_`` is not trained (for an explicit target past a failed gate), and which
+    ``self_training.gate`` setting would train it."""
+    remedy = ("lower self_training.gate.threshold" if gate.get("rule", "threshold") == "threshold"
+              else "set self_training.gate.rule to threshold")
     return (f"round {round_} is not trained: its gate failed ({gate.get('reason', 'see the file')}; {path}). "
-            f"Lower self_training.gate.threshold to train it anyway.")
+            f"To train it anyway, {remedy} or raise self_training.gate.from_round above {round_}.")
 
 
 def finished_message(tables: list[str]) -> str:

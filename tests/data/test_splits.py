@@ -4,20 +4,23 @@ from __future__ import annotations
 import json
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from leod_core.cli import main as leod
 from leod_core.data.formats import FormatError, SequencePaths, write_npy
 from leod_core.data.splits import (
-    SETTINGS, LabelSplit, make_split, parse_ratio, read_split, ssod_kept_sequences, ssod_step,
+    SETTINGS, LabelSplit, make_split, num_offsets, parse_ratio, read_split, ssod_kept_sequences, ssod_step,
     wsod_labeled_frames, wsod_stride, write_split,
 )
 
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "splits"
 SEQ_LEN = 21
 #: repr index 2*i + 4 for 250 frames: the first frame with 21 reprs of history is i = 8 (repr 20).
 LONG_REPRS = np.arange(250, dtype=np.int64) * 2 + 4
-#: 5 frames, reprs 0..4: never 21 reprs of history.
+#: 5 frames, reprs 0..4: never 21 reprs of history (LEOD keeps the unshifted frames).
 SHORT_REPRS = np.arange(5, dtype=np.int64)
 #: 25 frames, repr == i: offset 20, so shifted indices past 24 are dropped.
 EDGE_REPRS = np.arange(25, dtype=np.int64)
@@ -76,8 +79,34 @@ def test_wsod_drops_indices_shifted_past_the_end():
     assert wsod_labeled_frames(EDGE_REPRS, 0.1, SEQ_LEN) == [20]
 
 
-def test_wsod_sequence_too_short_keeps_nothing():
-    assert wsod_labeled_frames(SHORT_REPRS, 0.01, SEQ_LEN) == []
+def test_wsod_sequence_without_enough_history_keeps_its_unshifted_frames():
+    # LEOD: start_idx_offset is None, so all_objframe_idx[::skip] (then pickled) is not shifted.
+    assert wsod_labeled_frames(SHORT_REPRS, 0.01, SEQ_LEN) == [0]
+    assert wsod_labeled_frames(SHORT_REPRS, 0.5, SEQ_LEN) == [0, 2, 4]
+    assert wsod_labeled_frames(SHORT_REPRS, 0.01, SEQ_LEN, offset=3) == [3]
+
+
+def test_wsod_offsets_select_disjoint_shifted_frames():
+    splits = [wsod_labeled_frames(LONG_REPRS, 0.02, SEQ_LEN, offset) for offset in range(3)]
+    assert splits[0] == [8, 58, 108, 158, 208]
+    assert splits[1] == [9, 59, 109, 159, 209] and splits[2] == [10, 60, 110, 160, 210]
+    assert len(set().union(*splits)) == sum(len(frames) for frames in splits)     # pairwise disjoint
+
+
+def test_wsod_offset_past_the_end_keeps_the_last_frame_before_the_shift():
+    # LEOD's _subsample_labels keeps the last labeled frame when the slice is empty; the shift may drop it.
+    assert wsod_labeled_frames(np.array([30, 40], dtype=np.int64), 0.1, SEQ_LEN, offset=5) == [1]
+    assert wsod_labeled_frames(EDGE_REPRS, 0.01, SEQ_LEN, offset=30) == []
+
+
+@pytest.mark.parametrize("offset, ratio, message", [
+    (100, 0.01, r"split offset 100 is not in 0..99"), (-1, 0.1, "split offset -1 is not in 0..9"),
+    (1, 1.0, "split offset 1 is not in 0..0"), (1.0, 0.1, "split offset 1.0 is not in"),
+    (True, 0.1, "split offset True is not in"),
+])
+def test_wsod_offset_must_be_below_the_stride(offset, ratio, message):
+    with pytest.raises(ValueError, match=message):
+        wsod_labeled_frames(LONG_REPRS, ratio, SEQ_LEN, offset)
 
 
 def test_wsod_ratio_one_keeps_every_frame_without_offset():
@@ -97,6 +126,19 @@ def test_ssod_published_counts(num_sequences, ratio, num_kept, step):
     kept = ssod_kept_sequences(shuffled, ratio)
     assert kept == names[::step][:num_kept]
     assert len(kept) == num_kept
+
+
+@pytest.mark.parametrize("num_sequences, ratio", [(1458, 0.01), (681, 0.02), (100, 0.1), (10, 0.34)])
+def test_ssod_offsets_keep_disjoint_sequences_of_the_same_count(num_sequences, ratio):
+    names = [f"seq_{i:05d}" for i in range(num_sequences)]
+    num_kept, step = ssod_step(num_sequences, ratio)
+    kept = [ssod_kept_sequences(names, ratio, offset) for offset in (0, 1, 2, step - 1)]
+    assert kept[0] == ssod_kept_sequences(names, ratio)
+    for offset, names_kept in zip((0, 1, 2, step - 1), kept):
+        assert names_kept == names[offset::step][:num_kept] and len(names_kept) == num_kept
+    assert len(set().union(*kept)) == len({0, 1, 2, step - 1}) * num_kept    # distinct offsets: disjoint
+    with pytest.raises(ValueError, match=f"split offset {step} is not in 0..{step - 1}"):
+        ssod_kept_sequences(names, ratio, step)
 
 
 def test_ssod_ratio_one_keeps_all():
@@ -122,17 +164,36 @@ def train_dir(tmp_path):
 def test_make_split_wsod(train_dir, caplog):
     with caplog.at_level(logging.INFO, logger="leod_core.data.splits"):
         split = make_split(train_dir, "wsod", 0.01, SEQ_LEN)
-    assert split.labeled_frames == {"a_long": [8, 108, 208], "b_short": [], "c_edge": [20]}
-    assert (split.num_sequences, split.num_labeled_sequences, split.num_labeled_frames) == (3, 2, 4)
-    assert split.summary()["stride"] == 100
-    assert any("b_short" in r.message and r.levelno == logging.WARNING for r in caplog.records)
-    assert any("num_labeled_frames 4" in r.message and r.levelno == logging.INFO for r in caplog.records)
+    assert split.labeled_frames == {"a_long": [8, 108, 208], "b_short": [0], "c_edge": [20]}
+    assert (split.num_sequences, split.num_labeled_sequences, split.num_labeled_frames) == (3, 3, 5)
+    assert split.summary()["stride"] == 100 and split.offset == 0
+    assert any("b_short" in r.message and "unshifted" in r.message and r.levelno == logging.WARNING
+               for r in caplog.records)
+    assert any("num_labeled_frames 5" in r.message and r.levelno == logging.INFO for r in caplog.records)
+
+
+def test_make_split_wsod_offsets(train_dir, caplog):
+    split = make_split(train_dir, "wsod", 0.1, SEQ_LEN, offset=2)
+    assert split.offset == 2 and split.summary()["offset"] == 2
+    assert split.labeled_frames == {"a_long": list(range(10, 250, 10)), "b_short": [2], "c_edge": [22]}
+    with caplog.at_level(logging.WARNING, logger="leod_core.data.splits"):
+        split = make_split(train_dir, "wsod", 0.1, SEQ_LEN, offset=9)
+    assert split.labeled_frames["c_edge"] == [] and split.labeled_frames["b_short"] == [4]
+    assert any("c_edge keeps no label" in r.message for r in caplog.records)
+    with pytest.raises(ValueError, match=r"split offset 10 is not in 0..9 \(the number of wsod label splits"):
+        make_split(train_dir, "wsod", 0.1, SEQ_LEN, offset=10)
 
 
 def test_make_split_ssod(train_dir):
     split = make_split(train_dir, "ssod", 0.34, SEQ_LEN)  # num = round(1.02) = 1, k = 3
     assert split.labeled_frames == {"a_long": list(range(250)), "b_short": [], "c_edge": []}
-    assert split.summary() == {"num_sequences": 3, "num_labeled_sequences": 1, "num_labeled_frames": 250, "k": 3}
+    assert split.summary() == {"num_sequences": 3, "num_labeled_sequences": 1, "num_labeled_frames": 250,
+                               "offset": 0, "k": 3}
+    assert make_split(train_dir, "ssod", 0.34, SEQ_LEN, 2).labeled_frames == {
+        "a_long": [], "b_short": [], "c_edge": list(range(25))}
+    assert num_offsets("ssod", 0.34, 3) == 3
+    with pytest.raises(ValueError, match=r"split offset 3 is not in 0..2"):
+        make_split(train_dir, "ssod", 0.34, SEQ_LEN, 3)
 
 
 def test_make_split_full(train_dir):
@@ -141,6 +202,8 @@ def test_make_split_full(train_dir):
                                     "c_edge": list(range(25))}
     with pytest.raises(ValueError, match="needs ratio 1"):
         make_split(train_dir, "full", 0.5, SEQ_LEN)
+    with pytest.raises(ValueError, match=r"split offset 1 is not in 0..0 \(the number of full label splits"):
+        make_split(train_dir, "full", 1.0, SEQ_LEN, 1)
 
 
 def test_make_split_rejects_bad_arguments(train_dir, tmp_path):
@@ -164,9 +227,10 @@ def test_make_split_reports_a_bad_sequence(train_dir):
 
 
 # ------------------------------------------------------------------------------------------------- JSON
-@pytest.mark.parametrize("setting, ratio", [("wsod", 0.01), ("ssod", 0.34), ("full", 1.0)])
-def test_split_round_trip(train_dir, tmp_path, setting, ratio):
-    split = make_split(train_dir, setting, ratio, SEQ_LEN)
+@pytest.mark.parametrize("setting, ratio, offset", [("wsod", 0.01, 0), ("wsod", 0.01, 7), ("ssod", 0.34, 1),
+                                                    ("full", 1.0, 0)])
+def test_split_round_trip(train_dir, tmp_path, setting, ratio, offset):
+    split = make_split(train_dir, setting, ratio, SEQ_LEN, offset)
     path = tmp_path / "splits" / f"{setting}.json"
     write_split(path, split)
     assert read_split(path) == split
@@ -181,12 +245,25 @@ def test_split_json_keeps_odd_sequence_names(tmp_path):
 
 
 def test_split_json_layout(train_dir):
-    text = make_split(train_dir, "wsod", 0.01, SEQ_LEN).to_json()
-    assert '    "a_long": [8, 108, 208],' in text.splitlines()
+    text = make_split(train_dir, "wsod", 0.01, SEQ_LEN, 1).to_json()
+    assert '    "a_long": [9, 109, 209],' in text.splitlines()
     payload = json.loads(text)
-    assert payload["summary"] == {"num_sequences": 3, "num_labeled_sequences": 2, "num_labeled_frames": 4,
-                                  "stride": 100}
+    assert payload["version"] == 2 and payload["offset"] == 1
+    assert payload["summary"] == {"num_sequences": 3, "num_labeled_sequences": 3, "num_labeled_frames": 5,
+                                  "offset": 1, "stride": 100}
     assert list(payload["labeled_frames"]) == ["a_long", "b_short", "c_edge"]
+
+
+def test_version_1_files_read_as_offset_0(train_dir, tmp_path):
+    split = make_split(train_dir, "wsod", 0.01, SEQ_LEN)
+    payload = json.loads(split.to_json())
+    del payload["offset"], payload["summary"]["offset"]
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps({**payload, "version": 1}))
+    assert read_split(path) == split
+    path.write_text(json.dumps({**payload, "version": 1, "offset": 0}))
+    with pytest.raises(FormatError, match="expected a JSON object with keys"):
+        read_split(path)
 
 
 def _corrupt(path, **changes):
@@ -207,7 +284,11 @@ def _corrupt(path, **changes):
     ({"ratio": "0.01"}, "not a number"),
     ({"setting": "full"}, "needs ratio 1"),
     ({"sequence_length": 0}, "not a positive integer"),
-    ({"version": 2}, "unsupported version"),
+    ({"version": 99}, "unsupported version 99, expected 2"),
+    ({"version": "2"}, "unsupported version '2'"),
+    ({"offset": 100}, r"split offset 100 is not in 0..99"),
+    ({"offset": "1"}, "split offset '1' is not in"),
+    ({"offset": 1}, "disagrees"),
     ({"summary": {"num_sequences": 99}}, "disagrees"),
 ])
 def test_read_split_rejects_corrupted_json(train_dir, tmp_path, changes, problem):
@@ -217,6 +298,17 @@ def test_read_split_rejects_corrupted_json(train_dir, tmp_path, changes, problem
     with pytest.raises(FormatError, match=problem) as info:
         read_split(path)
     assert info.value.path == path and str(path) in str(info.value)
+
+
+def test_leod_split_offset_option(train_dir, tmp_path, caplog):
+    out = tmp_path / "split.json"
+    assert leod(["split", "--data", str(train_dir.parent), "--setting", "wsod", "--ratio", "0.5",
+                 "--sequence-length", str(SEQ_LEN), "--offset", "1", "--out", str(out)]) == 0
+    split = read_split(out)
+    assert split.offset == 1 and split.labeled_frames["a_long"] == list(range(9, 250, 2))
+    assert leod(["split", "--data", str(train_dir.parent), "--setting", "wsod", "--ratio", "0.5",
+                 "--sequence-length", str(SEQ_LEN), "--offset", "2", "--out", str(tmp_path / "x.json")]) == 1
+    assert "split offset 2 is not in 0..1" in caplog.text
 
 
 def test_read_split_rejects_unreadable_files(tmp_path):
@@ -238,3 +330,33 @@ def test_ssod_file_with_too_small_ratio_is_a_format_error(tmp_path):
     _corrupt(path, ratio=0.01)
     with pytest.raises(FormatError, match="too small for 2 sequences"):
         read_split(path)
+
+
+# ----------------------------------------------------------------------------------------- LEOD golden
+def golden_cases():
+    return json.loads((GOLDEN / "leod_cases.json").read_text())
+
+
+def test_wsod_reproduces_leod_split_code():
+    golden = golden_cases()
+    reprs = {name: np.asarray(idx, dtype=np.int64) for name, idx in golden["sequences"].items()}
+    got = [wsod_labeled_frames(reprs[c["sequence"]], c["ratio"], c["sequence_length"], c["offset"])
+           for c in golden["wsod"]]
+    wrong = [(c, frames) for c, frames in zip(golden["wsod"], got) if frames != c["expected"]]
+    assert not wrong, f"{len(wrong)} of {len(got)} cases differ from LEOD, e.g. {wrong[:3]}"
+    assert any(c["start_idx_offset"] is None and c["expected"] for c in golden["wsod"] if "leod_error" not in c)
+
+
+def test_ssod_reproduces_leod_subsample_list():
+    for case in golden_cases()["ssod"]:
+        names = [f"seq_{i:05d}" for i in range(case["num_sequences"])]
+        kept = ssod_kept_sequences(random.Random(0).sample(names, len(names)), case["ratio"], case["offset"])
+        assert [names.index(n) for n in kept] == case["expected"], case
+
+
+def test_wsod_stride_is_the_step_of_leods_released_splits():
+    facts = json.loads((GOLDEN / "leod_released_pickles.json").read_text())["files"]
+    assert len(facts) == 8
+    for fact in facts:
+        assert list(fact["steps_between_kept_frames"]) == [str(wsod_stride(fact["ratio"]))], fact["file"]
+        assert max(int(first) for first in fact["first_kept_frame"]) < wsod_stride(fact["ratio"])

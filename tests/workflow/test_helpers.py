@@ -1,6 +1,7 @@
 """Unit tests of leod_core.workflow: wildcards, config -> job settings and CLI args, gate walk, small jobs."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shlex
@@ -16,10 +17,10 @@ from leod_core.models.train_job import job_from_mapping
 from leod_core.pseudo.shard_job import shard_sequences
 from leod_core.pseudo.tracker import TrackerConfig
 from leod_core.pseudo.tta import TTAConfig
-from leod_core.workflow import (DOWNLOAD_SOURCE, Experiment, ablation_by_default, ablation_experiments,
+from leod_core.workflow import (DOWNLOAD_SOURCE, Experiment, ExperimentName, ablation_by_default, ablation_experiments,
                                 ablation_rounds, ablation_tables, check_config, check_ratio_wildcard, data_hint,
                                 data_source, deep_merge, default_tables, download_archive, evaluate_cli_args,
-                                finished_message, experiment_dir, experiment_rounds,
+                                finished_message, experiment_dir, experiment_rounds, experiments,
                                 experiment_settings, format_ratio, job_config, label_quality_cli_args,
                                 preprocess_cli_args, pseudo_label_cli_args, round0_variant, round_targets,
                                 synth_cli_args, train_devices, train_job_config, video_cli_args)
@@ -194,7 +195,8 @@ def test_ablation_experiments_bring_their_base_and_share_its_round_0():
     assert round_targets(found[0], 1, passed) == [f"{d}+no-tta/round1/gate.json",
                                                   f"{d}+no-tta/round1/eval/test_metrics.json"]
     paper = {exp.name: exp for exp in ablation_experiments(paper_config()) if exp.dataset == "gen1"}
-    assert set(paper) == {"wsod_0.01", "wsod_0.01+rvt-b", *(f"wsod_0.01+{v}" for v in SHARED_ROUND0)}
+    variants = ("", "+rvt-b", *(f"+{v}" for v in SHARED_ROUND0))
+    assert set(paper) == {f"wsod_0.01{split}{v}" for split in ("", "-s1", "-s2") for v in variants}
 
 
 def _schema_fields(node: dict, defs: dict) -> dict:
@@ -300,50 +302,41 @@ def test_rounds_are_walked_through_the_gates():
         round_targets(exp, 4, all_pass)
 
 
+def test_experiment_names_carry_the_label_split_offset():
+    assert str(ExperimentName("wsod", "0.01", 1, "rvt-b")) == "wsod_0.01-s1+rvt-b"
+    assert ExperimentName.parse("ssod_0.05-s2") == ExperimentName("ssod", "0.05", 2)
+    assert ExperimentName.parse("wsod_0.1+no-tta") == ExperimentName("wsod", "0.1", 0, "no-tta")
+    assert experiment_dir("gen1", "wsod", 0.01, "rvt-b", split_offset=2) == "results/gen1/wsod_0.01-s2+rvt-b"
+    for bad, message in (("wsod_0.01-s0", "unknown experiment suffix '-s0'"), ("wsod_0.01-x1", "'-x1'"),
+                         ("wsod_0.01-s01", "'-s01'"), ("full_1-s1", "single split"),
+                         ("wsod_0.010-s1", "not written canonically")):
+        with pytest.raises(ValueError, match=message):
+            ExperimentName.parse(bad)
+
+
+def test_split_offsets_expand_every_experiment_but_full():
+    config = paper_config()
+    names = {exp.name for exp in experiments(config) if exp.dataset == "gen1" and not exp.variant}
+    assert {"wsod_0.01", "wsod_0.01-s1", "wsod_0.01-s2", "ssod_0.1-s2", "full_1"} <= names
+    assert not any(name.startswith("full_1-") for name in names)
+    exp = next(e for e in experiments(config) if e.name == "wsod_0.02-s1+rvt-b")
+    assert round_targets(exp, 0, _gates({})) == ["results/gen1/wsod_0.02-s1+rvt-b/round0/eval/test_metrics.json"]
+    bad = copy.deepcopy(config)
+    bad["experiments"] = [{"dataset": "gen1", "setting": "full", "ratio": 1, "split_offsets": [0, 1]}]
+    with pytest.raises(ValueError, match=r"experiments\[0\] \(gen1 full 1\): .*single split"):
+        check_config(bad)
+
+
 def test_rounds_of_every_experiment_and_tables():
     config = paper_config()
     rounds = experiment_rounds(config)
-    assert len(rounds) == 2 * (16 * 3 + 2)                  # RVT-S and RVT-B (+rvt-b)
-    assert (Experiment("gen1", "full", "1", 0), 0) in rounds
-    assert (Experiment("gen4", "full", "1", 0, "rvt-b", "rvt-b"), 0) in rounds
+    # RVT-S and RVT-B (+rvt-b) x 2 datasets x (16 experiments x 3 splits + full, one split) x rounds 0-2
+    assert len(rounds) == 2 * 3 * (16 * 3 + 2)
+    assert (Experiment("gen1", "full", "1", 2), 2) in rounds
+    assert (Experiment("gen4", "full", "1", 2, "rvt-b", "rvt-b"), 0) in rounds
+    assert (Experiment("gen4", "ssod", "0.05", 2, "rvt-b", "rvt-b", 2), 1) in rounds
     assert default_tables(config) == ["results/tables/gen1.md", "results/tables/gen1.csv",
                                       "results/tables/gen4.md", "results/tables/gen4.csv"]
-
-
-# ---------------------------------------------------------------------------------------------- gate
-def quality(precision, recall=0.6):
-    return {"precision": {"0.25": 0.99, "0.5": precision, "0.75": 0.1}, "recall": {"0.5": recall},
-            "per_class": {"car": {"precision": {"0.5": precision}}, "pedestrian": {"precision": {"0.5": None}}},
-            "num_frames": 12}
-
-
-def test_gate_passes_iff_precision_reaches_the_threshold():
-    assert jobs.gate_decision(quality(0.85), 0.85)["passed"] is True
-    gate = jobs.gate_decision(quality(0.84), 0.85)
-    assert gate["passed"] is False and gate["precision"] == 0.84 and gate["threshold"] == 0.85 and gate["iou"] == 0.5
-    assert gate["recall"] == 0.6 and gate["num_frames"] == 12
-    assert gate["per_class_precision"] == {"car": 0.84, "pedestrian": None}
-    assert "0.8400 < threshold 0.85" in gate["reason"]
-    assert jobs.gate_decision(quality(0.5), 0.9, iou=0.25)["passed"] is True
-    assert jobs.gate_decision(quality(0.0), 0.0)["passed"] is True
-    unmeasured = jobs.gate_decision(quality(None), 0.0)
-    assert unmeasured["passed"] is False and "no withheld ground truth" in unmeasured["reason"]
-    with pytest.raises(ValueError, match="no precision at IoU 0.6"):
-        jobs.gate_decision(quality(0.9), 0.5, iou=0.6)
-    with pytest.raises(ValueError, match="threshold must be in"):
-        jobs.gate_decision(quality(0.9), 1.5)
-
-
-def test_gate_command_writes_gate_json(tmp_path):
-    (tmp_path / "quality.json").write_text(json.dumps(quality(0.7)))
-    out = tmp_path / "round1/gate.json"
-    assert workflow_main(["gate", "--quality", str(tmp_path / "quality.json"), "--threshold", "0.5",
-                          "--out", str(out)]) == 0
-    gate = json.loads(out.read_text())
-    assert gate["passed"] is True and gate["precision"] == 0.7 and gate["quality"].endswith("quality.json")
-    (tmp_path / "bad.json").write_text(json.dumps({"precision": {}}))
-    assert workflow_main(["gate", "--quality", str(tmp_path / "bad.json"), "--threshold", "0.5",
-                          "--out", str(tmp_path / "x.json")]) == 1
 
 
 # ---------------------------------------------------------------------------------------------- shards

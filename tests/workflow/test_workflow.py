@@ -6,6 +6,7 @@ import csv
 import functools
 import http.server
 import json
+import re
 import subprocess
 import tarfile
 import threading
@@ -34,8 +35,9 @@ def test_dry_run_of_the_default_plans_the_loop_up_to_the_first_gate(workdir):
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "synth_raw": 1, "preprocess": 1, "split": 1, "job_config": 1, "train_round0": 1, "evaluate": 1,
-        "shard_list": 1, "merge_pseudo": 1, "label_quality": 1, "gate": 1, "tables": 1, "all": 1, "total": 12}
+        "synth_raw": 1, "preprocess": 1, "split": 2, "job_config": 2, "train_round0": 2, "evaluate": 2,
+        "shard_list": 1, "merge_pseudo": 1, "label_quality": 1, "gate": 1, "tables": 1, "all": 1, "total": 16}
+    assert "results/synth/full_1/round0/eval/test_metrics.json" in result.stdout   # the fully supervised baseline
     assert "checkpoint jobs" in result.stdout
 
 
@@ -95,28 +97,62 @@ def test_config_typo_is_an_error_naming_the_key(workdir):
     assert "sequence_lenght" in result.stdout + result.stderr
 
 
-def test_dry_run_plans_the_paper_dag(workdir):
-    """Every experiment of paper.yaml up to its round-1 gate (later rounds depend on the gate checkpoints),
-    starting from RVT's archives at their real URLs."""
+def expand_braces(pattern: str) -> list[str]:
+    """Shell brace expansion of ``pattern`` (``a{b,c}d`` -> ``abd``, ``acd``; nested braces are not used)."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    return [expanded for choice in match[1].split(",")
+            for expanded in expand_braces(pattern[:match.start()] + choice + pattern[match.end():])]
+
+
+def paper_plan() -> dict[str, list[str]]:
+    """The ``# plan: <what> | <targets>`` lines of paper.yaml's header: row -> brace-expanded targets."""
+    plan = {}
+    for line in (REPO / "workflow_config/paper.yaml").read_text().splitlines():
+        if line.startswith("# plan:"):
+            what, targets = line.removeprefix("# plan:").split("|")
+            plan[what.strip()] = [path for word in targets.split() for path in expand_braces(word)]
+    return plan
+
+
+def planned_outputs(dry_run_stdout: str) -> set[str]:
+    """Every output file a dry run lists."""
+    return {path for line in dry_run_stdout.splitlines() if line.strip().startswith("output:")
+            for path in line.split("output:", 1)[1].strip().split(", ")}
+
+
+def test_dry_run_plans_every_row_listed_in_the_paper_config(workdir):
+    """paper.yaml's header lists LEOD's tables and rows with their targets; the dry run plans every one: three
+    label splits, LEOD on 100 % labels, RVT-B with its own full baseline, the ablation. Rounds from
+    self_training.gate.from_round on are decided by their gate, so the plan reaches their gate.json."""
     start = time.perf_counter()
     result = snakemake(workdir, "-p", "--configfile", str(REPO / "workflow_config/paper.yaml"))
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stderr
-    assert elapsed < 30
-    # 2 datasets x (wsod, ssod) x 4 ratios + 2 full rows, with RVT-S and with RVT-B (+rvt-b)
-    experiments, self_training = 2 * 18, 2 * 16
+    assert elapsed < 60
+    planned = planned_outputs(result.stdout)
+    from_round = yaml.safe_load((REPO / "workflow_config/paper.yaml").read_text())["self_training"]["gate"][
+        "from_round"]
+    plan = paper_plan()
+    assert len(plan) == 7 and sum(len(targets) for targets in plan.values()) == 325
+    for what, targets in plan.items():
+        for target in targets:
+            decided = re.match(r"(.*/round(\d+))/eval/test_metrics.json$", target)
+            if decided and int(decided[2]) >= from_round:
+                target = f"{decided[1]}/gate.json"
+            assert target in planned, (what, target)
+    counts = job_counts(result.stdout)
+    # 2 datasets x (wsod, ssod) x 4 ratios x 3 splits + full, with RVT-S and with RVT-B (+rvt-b)
+    experiments = 2 * 2 * (8 * 3 + 1)
     # the ablation's variants besides rvt-b self-train from the base's round-0 model: no round-0 jobs of their own
     shared_round0 = ("no-tta", "no-tracker", "no-inpaint", "label-every-2", "hard")
-    rounds = self_training + len(shared_round0)
-    assert job_counts(result.stdout) == {
-        "download_preprocessed": 2, "split": experiments, "job_config": experiments, "train_round0": experiments,
-        "evaluate": experiments, "shard_list": rounds, "merge_pseudo": rounds, "label_quality": rounds,
-        "gate": rounds, "tables": 1, "ablation_tables": 1, "all": 1,
-        "total": 2 + 4 * experiments + 4 * rounds + 3}
+    assert counts["split"] == counts["train_round0"] == experiments
+    assert counts["train_self"] == experiments + 3 * len(shared_round0)      # round 1 of every experiment
     for variant in shared_round0:
-        assert f"results/gen1/wsod_0.01+{variant}/round1/pseudo/quality.json" in result.stdout
+        assert f"results/gen1/wsod_0.01-s2+{variant}/round1/pseudo/quality.json" in result.stdout
         assert f"results/gen1/wsod_0.01+{variant}/round0" not in result.stdout
-    assert "results/gen4/ssod_0.05+rvt-b/round0/model.ckpt" in result.stdout
+    assert "--ratio 0.05 --offset 2 " in result.stdout
     assert "--write ablation --datasets gen1 " in result.stdout
     for dataset, crc32 in (("gen1", "5acab6f3"), ("gen4", "c5ec7c38")):
         assert (f"--url https://download.ifi.uzh.ch/rpg/RVT/datasets/preprocessed/{dataset}.tar --crc32 {crc32}"
@@ -329,10 +365,13 @@ def test_the_embedded_default_self_trains_past_round_0(workdir):
     assert result.returncode == 0, result.stderr[-4000:]
     maps = [json.loads((workdir / EXP / f"round{r}/eval/test_metrics.json").read_text())["AP"] for r in (0, 1)]
     assert maps[1] > maps[0], maps
+    full = json.loads((workdir / "results/synth/full_1/round0/eval/test_metrics.json").read_text())["AP"]
     rows = list(csv.DictReader((workdir / "results/tables/synth.csv").open()))
-    assert [(row["setting"], row["ratio"]) for row in rows] == [("wsod", "0.1")]
+    assert [(row["setting"], row["ratio"]) for row in rows] == [("wsod", "0.1"), ("full", "1.0")]
     assert float(rows[0]["round 0 (baseline)"]) == pytest.approx(100 * maps[0])
     assert float(rows[0]["round 1"]) == pytest.approx(100 * maps[1])
+    assert float(rows[0]["full"]) == pytest.approx(100 * full)
+    assert float(rows[0]["gap closed %"]) == pytest.approx(100 * (maps[1] - maps[0]) / (full - maps[0]))
     gate = json.loads((workdir / EXP / "round1/gate.json").read_text())
     config = yaml.safe_load((REPO / "workflow_config/config.yaml").read_text())["self_training"]["gate"]
     assert gate["passed"] is True and gate["threshold"] == config["threshold"] and gate["iou"] == config["iou"]
