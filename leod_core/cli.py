@@ -66,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                  "num_workers": args.num_workers, "sampling": args.sampling},
         "trainer": {"devices": args.devices, "accelerator": args.accelerator, "precision": args.precision,
                     "checkpoint_every_n_steps": args.checkpoint_every, "progress_bar": not args.no_progress},
+        "validation": {"every_n_steps": args.val_every, "camera": args.camera},
         "seed": args.seed,
     }
     flags = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
@@ -244,7 +245,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="label split JSON of `leod split` (round 0)")
     p.add_argument("--pseudo-data", help="pseudo-label dataset (rounds >= 1: soft anchor assignment)")
     p.add_argument("--out", required=True, help="round directory: gets model.ckpt, train_state/, logs/")
-    p.add_argument("--config", help="YAML with model/loss/optim/data/trainer settings (LEOD defaults otherwise)")
+    p.add_argument("--config", help="YAML with model/loss/optim/data/trainer/validation settings (LEOD defaults "
+                                    "otherwise)")
     p.add_argument("--size", help="RVT size: tiny, small, base")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--steps", type=int, help="optimizer steps")
@@ -257,6 +259,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--accelerator", help="cpu, gpu or auto")
     p.add_argument("--precision", help="32-true, bf16-mixed, 16-mixed")
     p.add_argument("--checkpoint-every", type=int, help="steps between train_state/last.ckpt writes")
+    p.add_argument("--val-every", type=int, help="validate every N steps and at the last step (0: never); "
+                                                 "model.ckpt then gets the best weights by val AP")
+    p.add_argument("--camera", choices=("gen1", "gen4", "synth"), help="validation protocol: class names and "
+                                                                       "box-size filters")
     p.add_argument("--seed", type=int)
     p.add_argument("--init-weights", help="start from this detector checkpoint's weights (LEOD's weight=), "
                                           "e.g. the previous round's model.ckpt")

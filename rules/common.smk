@@ -248,18 +248,18 @@ def quality_args(wildcards):
 GATE = GateConfig(**config["self_training"]["gate"])
 
 
-def gate_inputs(wildcards):
-    """The round's quality.json, and round r-1's where the gate compares with it (rule no_drop)."""
+def previous_quality(wildcards):
+    """Round r-1's quality.json where round r's gate compares with it (rule no_drop), else nothing."""
     round_ = int(wildcards.round)
-    inputs = {"quality": f"{ROUND}/pseudo/quality.json".format(**wildcards)}
-    if needs_previous_quality(GATE, round_):
-        inputs["previous"] = f"{ROUND}/pseudo/quality.json".format(**{**wildcards, "round": round_ - 1})
-    return inputs
+    if not needs_previous_quality(GATE, round_):
+        return []
+    return [f"{ROUND}/pseudo/quality.json".format(**{**wildcards, "round": round_ - 1})]
 
 
-def gate_args(wildcards, input):
-    """The gate's settings (self_training.gate), and round r-1's quality.json where the gate reads it."""
-    previous = f" --previous-quality {input.previous}" if "previous" in input.keys() else ""
+def gate_args(wildcards):
+    """The gate's settings (self_training.gate) and round r-1's quality.json where the gate reads it. A function of
+    the wildcards only, so Snakemake knows the values when it builds the DAG and reruns the gate when they change."""
+    previous = "".join(f" --previous-quality {path}" for path in previous_quality(wildcards))
     return f"--rule {GATE.rule} --threshold {GATE.threshold} --iou {GATE.iou} --from-round {GATE.from_round}{previous}"
 
 

@@ -108,7 +108,8 @@ rule label_quality:
 
 checkpoint gate:
     input:
-        unpack(gate_inputs),
+        quality=f"{ROUND}/pseudo/quality.json",
+        previous=previous_quality,
     output:
         report(f"{ROUND}/gate.json", caption="report/gate.rst", category="Gates"),
     params:

@@ -37,7 +37,7 @@ from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, FormatError
 from leod_core.data.sequence import SequenceReader
 from leod_core.evaluation.coco_backends import resolve_backend
 from leod_core.evaluation.detection import CAMERAS, METRIC_KEYS, evaluate_detections
-from leod_core.models.checkpoint import load_model_checkpoint
+from leod_core.models.checkpoint import load_model_checkpoint, load_training_record
 from leod_core.models.inference import (InferenceConfig, SequencePredictions, iter_sequence_predictions,
                                         list_sequences, predictions_to_prophesee)
 
@@ -162,13 +162,17 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
         The dict written: :data:`METRIC_KEYS` and per-class ``AP_{class}`` ... (fractions in [0, 1]), plus
         ``checkpoint``, ``split``, ``camera``, ``backend``, ``num_sequences``, ``num_frames`` (labeled frames
         evaluated), ``num_gt_boxes``, ``num_detections``, ``confidence_threshold``, ``nms_threshold``,
-        ``sequence_length``, ``batch_size``, ``autocast_dtype``, ``downsampled_by_2``, ``start_from_zero``.
+        ``sequence_length``, ``batch_size``, ``autocast_dtype``, ``downsampled_by_2``, ``start_from_zero``, and
+        which training step the weights are from: ``weights_step``, ``weights_selected`` ('best' by val AP or
+        'last') and ``weights_val_AP`` (None where not validated), all None for a checkpoint without the record
+        (RVT's, imported ones).
     """
     checkpoint, data_dir, out = Path(checkpoint), Path(data_dir), Path(out)
     if camera not in CAMERAS:
         raise ValueError(f"unknown camera {camera!r}, expected one of {tuple(CAMERAS)}")
     coco = resolve_backend(backend)
     model, config = load_model_checkpoint(checkpoint)
+    training = load_training_record(checkpoint) or {}
     num_camera_classes = len(CAMERAS[camera].classes)
     if config.num_classes != num_camera_classes:
         raise ValueError(f"{checkpoint}: model has {config.num_classes} classes but camera {camera} has "
@@ -193,7 +197,8 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
                   confidence_threshold=cfg.confidence_threshold, nms_threshold=cfg.nms_threshold,
                   sequence_length=cfg.sequence_length, batch_size=cfg.batch_size,
                   autocast_dtype=cfg.autocast_dtype, downsampled_by_2=cfg.downsampled_by_2,
-                  start_from_zero=cfg.start_from_zero)
+                  start_from_zero=cfg.start_from_zero, weights_step=training.get("step"),
+                  weights_selected=training.get("selected"), weights_val_AP=training.get("val_AP"))
     write_metrics_json(out, result)
     log.info("%s", format_summary(result, CAMERAS[camera].classes))
     log.info("inference + evaluation took %.1f s; metrics written to %s", seconds, out)

@@ -19,6 +19,8 @@ from leod_core.models.detector import RVTConfig, RVTDetector, build_detector
 
 MODEL_PREFIX = "mdl."
 CONFIG_KEY = "leod_model_config"
+#: Where ``model.ckpt`` records which training step its weights are from and how they were selected.
+TRAINING_KEY = "leod_training"
 #: Problems listed in full by :class:`CheckpointMismatchError`; the rest are counted.
 MAX_PROBLEMS_SHOWN = 50
 #: What ``torch.load(weights_only=True)`` raises for a file it cannot read: a pickle of other objects
@@ -104,16 +106,40 @@ def load_into(model: nn.Module, state_dict: Mapping[str, Tensor], source: str | 
     model.load_state_dict(dict(state_dict), strict=True)
 
 
-def save_model_checkpoint(path: str | os.PathLike, model: nn.Module, config: RVTConfig) -> None:
-    """Write ``{"state_dict": {"mdl." + k: v}, "leod_model_config": config.to_dict()}`` atomically.
+def save_model_checkpoint(path: str | os.PathLike, model: nn.Module, config: RVTConfig,
+                          training: Mapping[str, Any] | None = None) -> None:
+    """Write ``{"state_dict": {"mdl." + k: v}, "leod_model_config": config.to_dict()}`` atomically, plus
+    ``"leod_training": training`` when given (:func:`save_state_dict_checkpoint`).
 
     The file loads with ``torch.load(weights_only=True)`` and, thanks to the ``mdl.`` prefix, with RVT's and
     LEOD's own loaders as well as :func:`load_rvt_state_dict`.
     """
-    state = {MODEL_PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    payload = {"state_dict": state, CONFIG_KEY: config.to_dict()}
+    save_state_dict_checkpoint(path, model.state_dict(), config, training)
+
+
+def save_state_dict_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, Tensor], config: RVTConfig,
+                               training: Mapping[str, Any] | None = None) -> None:
+    """:func:`save_model_checkpoint` of a detector's ``state_dict`` (keys without the ``mdl.`` prefix).
+
+    ``training`` records where the weights come from (what ``leod train`` stores: ``step``, ``selected``
+    ``'best'`` or ``'last'``, ``val_AP`` or None); plain values only, so the file stays weights-only loadable.
+    """
+    state = {MODEL_PREFIX + k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    payload: Dict[str, Any] = {"state_dict": state, CONFIG_KEY: config.to_dict()}
+    if training is not None:
+        payload[TRAINING_KEY] = dict(training)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def load_training_record(path: str | os.PathLike) -> Dict[str, Any] | None:
+    """The ``leod_training`` record of a checkpoint (:func:`save_state_dict_checkpoint`), None if it has none
+    (RVT's / LEOD's checkpoints, imported ones)."""
+    obj = _load_weights_only(path)
+    record = obj.get(TRAINING_KEY) if isinstance(obj, Mapping) else None
+    if record is not None and not isinstance(record, Mapping):
+        raise FormatError(path, f"'{TRAINING_KEY}' must be a mapping, got {type(record).__name__}")
+    return dict(record) if record is not None else None
 
 
 def load_model_checkpoint(path: str | os.PathLike, config: RVTConfig | None = None

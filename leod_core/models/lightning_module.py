@@ -21,6 +21,8 @@ MIN_WARMUP_STEPS = 2
 #: What the backbone reads. Training batches carry the representations as uint8 (exact, a quarter of the bytes to
 #: augment, collate and move to the device) and each step converts them there.
 MODEL_INPUT_DTYPE = torch.float32
+#: Name under which the learning rate is logged (Lightning's ``LearningRateMonitor``).
+LEARNING_RATE_LOG_NAME = "train/lr"
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ class DetectionModule(pl.LightningModule):
     def forward_batch(self, batch: Batch) -> tuple[dict[int, Tensor], list[Tensor]]:
         """Run the backbone over ``batch.ev_repr: Tensor[L, B, 20, H, W]`` (uint8 or float32 event counts, converted
         step by step on the batch's device); return the FPN-input features of
-        the labeled (step, column) pairs stacked along dim 0, and their YOLOX targets in the same order."""
+        the labeled (step, column) pairs stacked along dim 0 (empty ``[0, C, h, w]`` tensors when no frame is
+        labeled), and their YOLOX targets in the same order."""
         states = self._initial_states(batch)
         fpn_stages = self.model_config.fpn_in_stages
         features: dict[int, list[Tensor]] = defaultdict(list)
@@ -121,12 +124,16 @@ class DetectionModule(pl.LightningModule):
                 features[stage].append(stage_features[stage].index_select(0, index))
             targets.extend(to_yolox_targets(labels[step][b]) for b in columns)
         self._states[batch.worker_id] = self.mdl.detach_states(states)
+        if not targets:
+            return {stage: stage_features[stage][:0] for stage in fpn_stages}, targets
         return {stage: torch.cat(parts) for stage, parts in features.items()}, targets
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         features, targets = self.forward_batch(batch)
-        if not targets:
-            return None
+        return self.detection_loss(features, targets) if targets else None
+
+    def detection_loss(self, features: dict[int, Tensor], targets: list[Tensor]) -> Tensor:
+        """FPN + head on the labeled frames' ``features`` and the YOLOX loss against ``targets`` (logged)."""
         head = self.mdl.forward_detect(features)
         losses = self.loss_fn(head.preds, head.grid_xy, head.strides, targets)
         self.log_dict({f"train/{k}": float(v.detach()) if torch.is_tensor(v) else float(v)
@@ -142,4 +149,5 @@ class DetectionModule(pl.LightningModule):
             optimizer, max_lr=cfg.learning_rate, total_steps=cfg.max_steps, pct_start=warmup_fraction(cfg),
             div_factor=cfg.div_factor, final_div_factor=cfg.final_div_factor / cfg.div_factor,
             anneal_strategy="linear", cycle_momentum=False)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": LEARNING_RATE_LOG_NAME}}

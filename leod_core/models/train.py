@@ -13,7 +13,13 @@ the one behaviour, under SLURM or not.
 
 DDP (``devices > 1``): Lightning starts the other ranks by running the same command again. Each rank draws its
 own batches (its generators are seeded per rank), the checkpoint holds every rank's recurrent states, and only
-rank 0 writes files.
+rank 0 writes files. BatchNorm statistics are synchronised across the ranks (``TrainerConfig.sync_batchnorm``,
+LEOD's SyncBN; :mod:`leod_core.models.distributed`).
+
+Validation (:mod:`leod_core.models.validation`), when configured, keeps the best weights in ``train_state/`` and
+``model.ckpt`` gets the best (or last) ones, with a ``leod_training`` record of their step. Logs go to
+``logs/csv/version_N/metrics.csv`` and TensorBoard event files in ``logs/tensorboard/version_N/`` (a resumed run
+is a new version): training losses, the learning rate (``train/lr``) and ``val/*``.
 """
 from __future__ import annotations
 
@@ -28,8 +34,8 @@ from typing import Any, Callable, Iterable, Iterator
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.environments import LightningEnvironment
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
@@ -37,14 +43,17 @@ from torch.utils.data import DataLoader
 from leod_core.data.atomic import atomic_path
 from leod_core.data.batch import Batch
 from leod_core.devices import device_environment
-from leod_core.models.checkpoint import save_model_checkpoint
+from leod_core.models.checkpoint import save_state_dict_checkpoint
+from leod_core.models.distributed import SyncBatchNormPlugin, gather_from_ranks, has_synced_batchnorm
 from leod_core.models.lightning_module import DetectionModule
+from leod_core.models.validation import Validation
 
 log = logging.getLogger(__name__)
 
 TRAIN_STATE_DIR = "train_state"
 LAST_CHECKPOINT = "last.ckpt"
 MODEL_CHECKPOINT = "model.ckpt"
+LOG_DIR = "logs"
 PREEMPTED_EXIT_CODE = os.EX_TEMPFAIL   # 75: "temporary failure, retry": rerun the job to resume
 
 
@@ -128,15 +137,6 @@ class IgnoreSignalsInWorkers:
             self.then(worker_id)
 
 
-def gather_from_ranks(value: Any, world_size: int) -> list[Any]:
-    """``value`` of every rank, in rank order (a collective under DDP: every rank must call it)."""
-    if world_size == 1:
-        return [value]
-    gathered: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(gathered, value)
-    return gathered
-
-
 class ResumableDetectionModule(DetectionModule):
     """:class:`DetectionModule` that consumes :class:`TaggedBatch` and checkpoints its data position and the
     recurrent states carried between batches (``leod_rnn_states``: one ``{worker: states}`` per rank)."""
@@ -152,11 +152,17 @@ class ResumableDetectionModule(DetectionModule):
     def training_step(self, item: TaggedBatch, batch_idx: int):
         # Set before the checkpoint callbacks of this step run (they precede the module's batch-end hook).
         self.loader_position.epoch, self.loader_position.batches = item.epoch, item.index + 1
-        loss = super().training_step(item.batch, batch_idx)
-        if loss is None and self.trainer.world_size > 1:
-            # DDP all-reduces the gradients of every rank at every step: a rank without a labeled frame must
-            # still run backward, contributing zero gradients (skipping it would hang the other ranks).
-            loss = sum(p.sum() for p in self.parameters()) * 0.0
+        features, targets = self.forward_batch(item.batch)
+        if targets:
+            return self.detection_loss(features, targets)
+        if self.trainer.world_size == 1:
+            return None
+        # DDP all-reduces the gradients of every rank at every step: a rank without a labeled frame must still run
+        # backward, contributing zero gradients (skipping it would hang the other ranks). With synchronised
+        # BatchNorm it also runs the FPN and head on no frames, joining their collectives (forward and backward).
+        loss = sum(p.sum() for p in self.parameters()) * 0.0
+        if has_synced_batchnorm(self.mdl):
+            loss = loss + self.mdl.forward_detect(features).preds.sum() * 0.0
         return loss
 
     def on_train_start(self) -> None:
@@ -195,6 +201,7 @@ class TrainerConfig:
     gradient_clip_val: float = 1.0      # LEOD clips by value
     checkpoint_every_n_steps: int = 1000
     log_every_n_steps: int = 50
+    sync_batchnorm: bool = True         # with more than one process (DDP): LEOD's SyncBN
     progress_bar: bool = True
     preemption_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")   # save train_state and exit for requeue
     extra_callbacks: tuple = field(default=())
@@ -300,32 +307,46 @@ class StepLog(pl.Callback):
             log.info("step %d/%d: %s", trainer.global_step, trainer.max_steps, loss)
 
 
-def build_trainer(out_dir: Path, max_steps: int, cfg: TrainerConfig) -> pl.Trainer:
+def build_trainer(out_dir: Path, max_steps: int, cfg: TrainerConfig, validation: Validation | None = None
+                  ) -> pl.Trainer:
     """A Trainer that writes ``out_dir/train_state/last.ckpt`` every ``checkpoint_every_n_steps`` and on a
-    preemption signal, and CSV logs. Ranks are started by Lightning itself (never Lightning's SLURM
-    environment, which would requeue the job on SIGUSR1 and expect ``srun`` to start the ranks)."""
+    preemption signal, CSV and TensorBoard logs under ``out_dir/logs/`` (with the learning rate), and runs
+    ``validation`` if given. Ranks are started by Lightning itself (never Lightning's SLURM environment, which would
+    requeue the job on SIGUSR1 and expect ``srun`` to start the ranks); BatchNorm layers are synchronised across
+    them when ``cfg.sync_batchnorm`` (:class:`SyncBatchNormPlugin`; on the CPU too)."""
     last = out_dir / TRAIN_STATE_DIR / LAST_CHECKPOINT
     checkpointing = ModelCheckpoint(dirpath=last.parent, every_n_train_steps=cfg.checkpoint_every_n_steps,
                                     save_top_k=0, save_last=True, enable_version_counter=False)
-    callbacks = [PreemptionHandler(cfg.preemption_signals, last), StepLog(cfg.log_every_n_steps), checkpointing]
+    # the preemption handler runs first: a signal is answered without waiting for a validation (which then runs
+    # when the job resumes); validation precedes the periodic last.ckpt, which thus records it
+    callbacks = [PreemptionHandler(cfg.preemption_signals, last), StepLog(cfg.log_every_n_steps),
+                 *([validation] if validation is not None else []), LearningRateMonitor("step"), checkpointing]
+    loggers = [CSVLogger(out_dir / LOG_DIR, name="csv"),
+               TensorBoardLogger(out_dir / LOG_DIR, name="tensorboard", default_hp_metric=False)]
+    sync_batchnorm = cfg.sync_batchnorm and cfg.devices > 1
+    on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
+    plugins = [LightningEnvironment(), AtomicCheckpointIO(), *([SyncBatchNormPlugin(on_cpu)] if sync_batchnorm else [])]
     strategy = "ddp" if cfg.devices > 1 else "auto"
     return pl.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy, precision=cfg.precision,
-        plugins=[LightningEnvironment(), AtomicCheckpointIO()], default_root_dir=out_dir,
+        plugins=plugins, sync_batchnorm=sync_batchnorm, default_root_dir=out_dir,
         max_steps=max_steps, max_epochs=-1, gradient_clip_val=cfg.gradient_clip_val,
         gradient_clip_algorithm="value", callbacks=[*callbacks, *cfg.extra_callbacks],
-        logger=CSVLogger(out_dir, name="logs"), log_every_n_steps=cfg.log_every_n_steps,
+        logger=loggers, log_every_n_steps=cfg.log_every_n_steps,
         enable_progress_bar=cfg.progress_bar, num_sanity_val_steps=0, limit_val_batches=0,
         use_distributed_sampler=False, enable_model_summary=False)
 
 
-def fit(module: ResumableDetectionModule, loader: Any, seed: int, out_dir: Path, cfg: TrainerConfig) -> Path:
+def fit(module: ResumableDetectionModule, loader: Any, seed: int, out_dir: Path, cfg: TrainerConfig,
+        validation: Validation | None = None) -> Path:
     """Train ``module`` (built after ``pl.seed_everything(seed)``) on ``loader`` (resuming from
-    ``out_dir/train_state/last.ckpt`` if present) and write ``out_dir/model.ckpt`` atomically. Returns the path
-    of ``model.ckpt``. Raises :class:`Preempted` on a preemption signal (which the loader's workers ignore)."""
+    ``out_dir/train_state/last.ckpt`` if present), validating with ``validation`` if given, and write
+    ``out_dir/model.ckpt`` atomically: the weights ``validation`` selects (the last ones without it) with a
+    ``leod_training`` record ``{"step", "selected", "val_AP"}``. Returns the path of ``model.ckpt``. Raises
+    :class:`Preempted` on a preemption signal (which the loader's workers ignore)."""
     out_dir = Path(out_dir)
     log.info("%s", device_environment())
-    trainer = build_trainer(out_dir, module.optim_config.max_steps, cfg)
+    trainer = build_trainer(out_dir, module.optim_config.max_steps, cfg, validation)
     last = out_dir / TRAIN_STATE_DIR / LAST_CHECKPOINT
     resume = last if last.is_file() else None
     log.info("training %s for %d steps%s", module.model_config.size, module.optim_config.max_steps,
@@ -339,9 +360,16 @@ def fit(module: ResumableDetectionModule, loader: Any, seed: int, out_dir: Path,
         log.warning("received SIGTERM at step %d, before the training loop started: nothing saved, exiting for "
                     "requeue", trainer.global_step)
         raise Preempted("SIGTERM", trainer.global_step) from stop
+    if validation is not None:   # a job resumed at its last step, preempted before validating it
+        validation.validate_pending(trainer, module)
     trainer.save_checkpoint(last)   # a rerun of a finished job resumes at max_steps and only rewrites model.ckpt
     model_path = out_dir / MODEL_CHECKPOINT
     if trainer.is_global_zero:
-        save_model_checkpoint(model_path, module.mdl, module.model_config)
-        log.info("wrote %s at step %d", model_path, trainer.global_step)
+        weights, record = module.mdl.state_dict(), {"step": trainer.global_step, "selected": "last", "val_AP": None}
+        if validation is not None:
+            weights, record = validation.selected_weights(trainer.global_step, weights)
+        save_state_dict_checkpoint(model_path, weights, module.model_config, record)
+        val_ap = "" if record["val_AP"] is None else f", val AP {100 * record['val_AP']:.1f}"
+        log.info("wrote %s at step %d: the %s weights, of step %d%s", model_path, trainer.global_step,
+                 record["selected"], record["step"], val_ap)
     return model_path

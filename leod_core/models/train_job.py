@@ -19,7 +19,8 @@ from leod_core.models.checkpoint import load_into, load_rvt_state_dict
 from leod_core.models.detector import RVTConfig
 from leod_core.models.lightning_module import OptimConfig
 from leod_core.models.loss import LossConfig, expand_class_thresholds
-from leod_core.models.train import ResumableDetectionModule, TrainerConfig, fit
+from leod_core.models.train import TRAIN_STATE_DIR, ResumableDetectionModule, TrainerConfig, fit
+from leod_core.models.validation import Validation, ValidationConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ class TrainJob:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     soft_ignore_bbox_thresh: tuple[float, ...] = (0.7, 0.35)   # rnndet-soft, gen1 order [car, ped]
     pseudo_assignment: str = "soft"      # on pseudo labels: LEOD's soft (rnndet-soft) or YOLOX's hard (rnndet)
     seed: int = 0
@@ -86,8 +88,9 @@ def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | No
     ``out_dir``; ``pseudo`` (training on pseudo labels) selects ``job.pseudo_assignment``, LEOD's soft anchor
     assignment by default. ``init_weights`` (a detector checkpoint of the same model, e.g. the previous round's
     ``model.ckpt``) starts from its weights instead of a fresh initialisation (LEOD's ``weight=``, its
-    "-pretrain" runs); a resumed run takes its weights from ``train_state/last.ckpt`` anyway.
-    Returns ``out_dir/model.ckpt``."""
+    "-pretrain" runs); a resumed run takes its weights from ``train_state/last.ckpt`` anyway. With
+    ``job.validation`` enabled the run validates on ``data_dir/{job.validation.split}`` and ``model.ckpt`` gets
+    the selected weights (:mod:`leod_core.models.validation`). Returns ``out_dir/model.ckpt``."""
     pl.seed_everything(job.seed, workers=True, verbose=False)
     input_hw = frame_hw(data_dir, job.data.downsample_by_2)
     model_config = RVTConfig.for_size(job.model.size, job.model.num_classes, input_hw,
@@ -107,7 +110,22 @@ def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | No
     if init_weights is not None:
         load_into(module.mdl, load_rvt_state_dict(init_weights), source=init_weights)
         log.info("initialised the detector from %s", init_weights)
-    return fit(module, loader, job.seed, Path(out_dir), job.trainer)
+    return fit(module, loader, job.seed, Path(out_dir), job.trainer, build_validation(job, data_dir, out_dir,
+                                                                                       model_config))
+
+
+def build_validation(job: TrainJob, data_dir: Path, out_dir: Path, model_config: RVTConfig) -> Validation | None:
+    """The validation callback of ``job`` (None when ``job.validation`` is disabled): on ``data_dir``'s split,
+    streamed like the training data (sequence length, resolution, autocast of the training precision)."""
+    v = job.validation
+    if not v.enabled:
+        return None
+    inference = v.inference_config(job.data.sequence_length, job.data.downsample_by_2, job.trainer.precision)
+    log.info("validating on %s/%s every %d steps and at the last step (camera %s, confidence %g, NMS %g); "
+             "model.ckpt gets the %s weights", data_dir, v.split, v.every_n_steps, v.camera, v.confidence, v.nms,
+             v.weights)
+    return Validation(v, Path(data_dir), inference, Path(out_dir) / TRAIN_STATE_DIR, job.optim.max_steps,
+                      model_config)
 
 
 def job_from_mapping(overrides: dict[str, Any], source: str) -> TrainJob:

@@ -201,9 +201,9 @@ def downsampled_by_2(camera: str) -> bool:
 
 # ------------------------------------------------------------------------------------------ job configs
 def train_job_config(settings: dict[str, Any], round_: int) -> dict[str, Any]:
-    """The ``leod train --config`` mapping of a round: camera defaults, the experiment's sequence length,
-    ``train``, and for rounds >= 1 ``self_train`` on top."""
-    length = {"data": {"sequence_length": settings["sequence_length"]}}
+    """The ``leod train --config`` mapping of a round: camera defaults, the experiment's sequence length and
+    camera (the validation protocol's), ``train``, and for rounds >= 1 ``self_train`` on top."""
+    length = {"data": {"sequence_length": settings["sequence_length"]}, "validation": {"camera": settings["camera"]}}
     cfg = deep_merge(CAMERA_TRAIN_DEFAULTS[settings["camera"]], length)
     cfg = deep_merge(cfg, settings["train"])
     if int(round_) >= 1:

@@ -51,7 +51,8 @@ def edit_config(workdir: Path, edit: Callable[[dict[str, Any]], None]) -> None:
 
 
 def shrink(workdir: Path, threshold: float = 0.0, max_rounds: int = 1, num_train: int = 3) -> None:
-    """The embedded default at toy size: ``num_train`` train sequences of 2 s, 10 steps per round."""
+    """The embedded default at toy size: ``num_train`` train sequences of 2 s, 10 steps per round, checkpoints and
+    validations every 5 steps."""
 
     def toy(config: dict[str, Any]) -> None:
         synth = config["datasets"]["synth"]
@@ -59,6 +60,7 @@ def shrink(workdir: Path, threshold: float = 0.0, max_rounds: int = 1, num_train
         synth["train"]["optim"]["max_steps"] = 10
         synth["train"]["data"]["batch_size"] = 2
         synth["train"]["trainer"]["checkpoint_every_n_steps"] = 5
+        synth["train"]["validation"]["every_n_steps"] = 5
         synth["self_train"]["optim"]["max_steps"] = 10
         config["self_training"]["gate"]["threshold"] = threshold
         config["self_training"]["max_rounds"] = max_rounds
