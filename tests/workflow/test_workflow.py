@@ -255,7 +255,8 @@ def test_the_shrunk_default_runs_end_to_end(workdir):
     the loop stops after round 1's pseudo labels."""
     shrink(workdir, threshold=0.0, max_rounds=2)
     new_ratio = "results/synth/ssod_0.5/round1/eval/test_metrics.json"   # not configured: just a target
-    result = snakemake(workdir, "all", new_ratio, dry_run=False)
+    full_round1 = "results/synth/full_1/round1/eval/test_metrics.json"  # LEOD on 100 % labels
+    result = snakemake(workdir, "all", new_ratio, full_round1, dry_run=False)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "LEOD workflow finished. Tables: results/tables/synth.md" in result.stdout + result.stderr
     from leod_core.data.splits import read_split
@@ -274,6 +275,9 @@ def test_the_shrunk_default_runs_end_to_end(workdir):
     assert not (workdir / EXP / "round3").exists()
     for metrics in ("round0", "round1", "round2"):
         assert "AP" in json.loads((workdir / EXP / metrics / "eval/test_metrics.json").read_text())
+    full_gate = json.loads((workdir / "results/synth/full_1/round1/gate.json").read_text())
+    assert full_gate["passed"] is True and full_gate["decided"] is False and full_gate["precision"] is None
+    assert "AP" in json.loads((workdir / full_round1).read_text())
     gate = json.loads((workdir / EXP / "round1/gate.json").read_text())
     quality = json.loads((workdir / EXP / "round1/pseudo/quality.json").read_text())
     assert gate["passed"] is True and gate["threshold"] == 0.0 and gate["iou"] == 0.5
