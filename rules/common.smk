@@ -26,7 +26,7 @@ wildcard_constraints:
 
 check_config(config)
 
-# Path prefixes (DESIGN.md §1); logs/ and benchmarks/ mirror results/. {offset}: empty (label split offset 0) or
+# Path prefixes (docs/layout.md); logs/ and benchmarks/ mirror results/. {offset}: empty (label split offset 0) or
 # -s<k>; {variant}: empty, or a plus sign and a name (leod_core.workflow.paths.ExperimentName).
 EXPERIMENT_NAME = "{setting}_{ratio}{offset}{variant}"
 EXP = f"results/{{dataset}}/{EXPERIMENT_NAME}"

@@ -4,7 +4,7 @@ Per sequence: filter the boxes (per split), choose the label frames (the first l
 ``align_t_us``, then every label a whole number of label periods later, ±``label_jitter_us``), build the
 representation end timestamps (every ``repr_step_us`` back from the first label frame, then
 ``reprs_per_label_period`` per label period between label frames), and write one stacked histogram of the
-``repr_window_us`` before each end timestamp. See ``reference/rvt.md`` §1.
+``repr_window_us`` before each end timestamp. See ``docs/layout.md`` (Preprocessing).
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, FormatError
 from leod_core.data.sequence import SequenceReader
 from leod_core.evaluation.coco_backends import resolve_backend
 from leod_core.evaluation.detection import CAMERAS, METRIC_KEYS, evaluate_detections
-from leod_core.models.checkpoint import load_model_checkpoint, load_training_record
+from leod_core.models.checkpoint import load_model_and_record
 from leod_core.models.inference import (InferenceConfig, SequencePredictions, iter_sequence_predictions,
                                         list_sequences, predictions_to_prophesee)
 
@@ -171,8 +171,8 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
     if camera not in CAMERAS:
         raise ValueError(f"unknown camera {camera!r}, expected one of {tuple(CAMERAS)}")
     coco = resolve_backend(backend)
-    model, config = load_model_checkpoint(checkpoint)
-    training = load_training_record(checkpoint) or {}
+    model, config, record = load_model_and_record(checkpoint)
+    training = record or {}
     num_camera_classes = len(CAMERAS[camera].classes)
     if config.num_classes != num_camera_classes:
         raise ValueError(f"{checkpoint}: model has {config.num_classes} classes but camera {camera} has "

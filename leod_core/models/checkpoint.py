@@ -132,16 +132,6 @@ def save_state_dict_checkpoint(path: str | os.PathLike, state_dict: Mapping[str,
         torch.save(payload, tmp)
 
 
-def load_training_record(path: str | os.PathLike) -> Dict[str, Any] | None:
-    """The ``leod_training`` record of a checkpoint (:func:`save_state_dict_checkpoint`), None if it has none
-    (RVT's / LEOD's checkpoints, imported ones)."""
-    obj = _load_weights_only(path)
-    record = obj.get(TRAINING_KEY) if isinstance(obj, Mapping) else None
-    if record is not None and not isinstance(record, Mapping):
-        raise FormatError(path, f"'{TRAINING_KEY}' must be a mapping, got {type(record).__name__}")
-    return dict(record) if record is not None else None
-
-
 def load_model_checkpoint(path: str | os.PathLike, config: RVTConfig | None = None
                           ) -> Tuple[RVTDetector, RVTConfig]:
     """Build a detector from a checkpoint and load its weights (strict).
@@ -149,12 +139,33 @@ def load_model_checkpoint(path: str | os.PathLike, config: RVTConfig | None = No
     ``config`` is required for checkpoints without ``leod_model_config`` (RVT's / LEOD's own); when given
     it takes precedence over the stored one.
     """
+    model, config, _ = load_model_and_record(path, config)
+    return model, config
+
+
+def load_model_and_record(path: str | os.PathLike, config: RVTConfig | None = None
+                          ) -> Tuple[RVTDetector, RVTConfig, Dict[str, Any] | None]:
+    """:func:`load_model_checkpoint` plus the checkpoint's ``leod_training`` record (None without one), from one
+    read of the file."""
     obj = _load_weights_only(path)
     if config is None:
         config = _stored_config(obj, path)
     model = build_detector(config)
     load_into(model, _extract_state_dict(obj, os.fspath(path)), path)
-    return model, config
+    return model, config, _training_record(obj, path)
+
+
+def load_training_record(path: str | os.PathLike) -> Dict[str, Any] | None:
+    """The ``leod_training`` record of a checkpoint (:func:`save_state_dict_checkpoint`), None if it has none
+    (RVT's / LEOD's checkpoints, imported ones)."""
+    return _training_record(_load_weights_only(path), path)
+
+
+def _training_record(obj: Any, path: str | os.PathLike) -> Dict[str, Any] | None:
+    record = obj.get(TRAINING_KEY) if isinstance(obj, Mapping) else None
+    if record is not None and not isinstance(record, Mapping):
+        raise FormatError(path, f"'{TRAINING_KEY}' must be a mapping, got {type(record).__name__}")
+    return dict(record) if record is not None else None
 
 
 def _stored_config(obj: Any, path: str | os.PathLike) -> RVTConfig:

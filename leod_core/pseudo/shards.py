@@ -1,6 +1,6 @@
 """Sharding pseudo-labelling over GPU jobs, shard manifests, and merging shards into one pseudo dataset.
 
-Layout (``DESIGN.md`` §1)::
+Layout (``docs/layout.md``)::
 
     .../round{r+1}/pseudo/shards/{k}/train/{seq}/   # pseudo sequences of shard k (see leod_core.pseudo.writer)
     .../round{r+1}/pseudo/shards/{k}/shard.json     # manifest, written LAST: the shard is complete

@@ -1,6 +1,6 @@
 """Writing, checking and linking the sequences of a pseudo-label dataset (LEOD ``EventSeqData.save``).
 
-One pseudo sequence ``{root}/train/{seq}/`` in RVT layout (``reference/leod.md`` §9)::
+One pseudo sequence ``{root}/train/{seq}/`` in RVT layout (``docs/layout.md``)::
 
     event_representations_v2/stacked_histogram_dt=50_nbins=10/
         event_representations.h5              # SYMLINK to the source sequence's file (gen4: ..._ds2_nearest.h5)

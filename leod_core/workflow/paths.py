@@ -1,4 +1,4 @@
-"""Paths and wildcards of the workflow (``DESIGN.md`` §1): the one place that spells them.
+"""Paths and wildcards of the workflow (``docs/layout.md``): the one place that spells them.
 
 Every experiment lives in ``results/{dataset}/{setting}_{ratio}[-s{k}][+{variant}]``
 (:class:`ExperimentName`): ``-s{k}`` is the label split with offset ``k >= 1`` (LEOD's "offset the index when

@@ -1,4 +1,4 @@
-"""The reference listing of RVT-S gen1's state dict (copied from shared/reference), parsed for tests."""
+"""The reference listing of RVT-S gen1's state dict (the key listing RVT's own code gives, stored in tests/models/data), parsed for tests."""
 from __future__ import annotations
 
 from pathlib import Path
