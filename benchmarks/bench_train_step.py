@@ -1,18 +1,17 @@
 """Training-step speed of RVT sizes on this machine: forward + backward + AdamW step of the full detector
 (backbone over L steps, FPN + head + YOLOX loss on the labeled frames), batch 8, random event input.
 
-Usage: python benchmarks/bench_train_step.py [--steps 3] [--length 5] [--sizes tiny small]
-Prints one Markdown row per configuration for BENCHMARKS.md.
+Usage: python benchmarks/bench_train_step.py [--steps 3] [--length 5] [--sizes tiny small] [--device cuda]
+Prints one Markdown row per configuration for BENCHMARKS.md (``benchmarks/gpu_check.sh`` runs it on a GPU).
 """
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 
 import torch
 
+from bench_common import commit, device_name, synchronize
 from leod_core.data.batch import Batch
 from leod_core.models.detector import RVTConfig, count_parameters
 from leod_core.models.lightning_module import DetectionModule, OptimConfig
@@ -36,15 +35,18 @@ def random_batch(length: int, batch: int, hw: tuple[int, int], gen: torch.Genera
                  repr_idx=torch.arange(length).repeat(batch, 1).T, worker_id=0, num_stream=0)
 
 
-def seconds_per_step(config: RVTConfig, batch: Batch, steps: int) -> float:
-    module = DetectionModule(config, LossConfig(), OptimConfig(max_steps=steps + 1))
+def seconds_per_step(config: RVTConfig, batch: Batch, steps: int, device: torch.device) -> float:
+    module = DetectionModule(config, LossConfig(), OptimConfig(max_steps=steps + 1)).to(device)
     optimizer = module.configure_optimizers()["optimizer"]
+    batch = batch.to(device)
     timings = []
     for _ in range(steps + 1):   # the first step warms up allocators and is not counted
+        synchronize(device)
         start = time.perf_counter()
         optimizer.zero_grad()
         module.training_step(batch, 0).backward()
         optimizer.step()
+        synchronize(device)
         timings.append(time.perf_counter() - start)
     return sum(timings[1:]) / steps
 
@@ -55,21 +57,21 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=5, help="sequence length L")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     gen = torch.Generator().manual_seed(0)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    device = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+    device = torch.device(args.device)
     rows = [(size, GEN1_HW, {}) for size in args.sizes] + [("tiny", (64, 96), {"embed_dim": 16, "dim_head": 16})]
     print("| model | input | params | batch x L | s/step | frames/s (fwd+bwd) | device | commit |")
     print("|---|---|---|---|---|---|---|---|")
     for size, hw, overrides in rows:
         config = RVTConfig.for_size(size, 2, hw, **overrides)
         batch = random_batch(args.length, args.batch, hw, gen)
-        sec = seconds_per_step(config, batch, args.steps)
+        sec = seconds_per_step(config, batch, args.steps, device)
         name = f"RVT-{size[0].upper()}" + (f" (embed {overrides['embed_dim']})" if overrides else "")
         params = count_parameters(DetectionModule(config, LossConfig(), OptimConfig()).mdl) / 1e6
         print(f"| {name} | {hw[0]}x{hw[1]} | {params:.2f} M | {args.batch} x {args.length} | {sec:.2f} | "
-              f"{args.batch * args.length / sec:.1f} | {device} | {commit} |")
+              f"{args.batch * args.length / sec:.1f} | {device_name(device)} | {commit()} |")
 
 
 if __name__ == "__main__":
