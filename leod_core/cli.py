@@ -190,11 +190,13 @@ def cmd_tables(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
+    from leod_core.data.checksum import Checksum
     from leod_core.data.download import DownloadConfig, download_dataset
 
     overrides = {k: v for k, v in {"retries": args.retries, "timeout_s": args.timeout_s}.items() if v is not None}
     cfg = replace_fields(DownloadConfig(), overrides, "leod download")
-    summary = download_dataset(args.url, Path(args.archive), args.crc32, Path(args.out) if args.out else None, cfg,
+    checksum = Checksum.parse("crc32", args.crc32) if args.crc32 else Checksum.parse("md5", args.md5)
+    summary = download_dataset(args.url, Path(args.archive), checksum, Path(args.out) if args.out else None, cfg,
                                strip_single_top_level=not args.keep_top_level, progress=not args.no_progress)
     log.info("%s: %s", args.out or args.archive, json.dumps(summary, sort_keys=True))
 
@@ -379,9 +381,13 @@ def _add_tables(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("download", help="download an archive (resumable, retried, crc32-checked) and extract it")
-    p.add_argument("--url", required=True, help="archive URL (e.g. RVT's preprocessed gen1.tar)")
-    p.add_argument("--crc32", required=True, help="expected CRC-32 of the archive, 8 hex digits (e.g. 5acab6f3)")
+    p = sub.add_parser("download", help="download a file (resumable, retried, checksum-checked) and extract an "
+                                         "archive")
+    p.add_argument("--url", required=True, help="file URL (e.g. RVT's preprocessed gen1.tar, a released checkpoint)")
+    checksum = p.add_mutually_exclusive_group(required=True)
+    checksum.add_argument("--crc32", help="expected CRC-32 of the file, 8 hex digits (e.g. 5acab6f3)")
+    checksum.add_argument("--md5", help="expected MD5 of the file, or a prefix of at least 8 hex digits (what RVT "
+                                        "and LEOD publish for their checkpoints)")
     p.add_argument("--archive", required=True, help="where the archive goes (<archive>.part while downloading)")
     p.add_argument("--out", help="directory to extract into (atomically); without it the archive is only downloaded")
     p.add_argument("--keep-top-level", action="store_true",
@@ -415,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
     try:
+        if getattr(args, "device", None):   # one GPU job: evaluate, visualize, pseudo-label (train: run_train_job)
+            from leod_core.devices import claim_job_devices
+            claim_job_devices(args.device)
         args.func(args)
     except USER_ERRORS as err:
         log.error("%s", err)

@@ -3,8 +3,9 @@
 :func:`download` streams a URL with urllib into ``{dest}.part``: an interrupted transfer resumes with an HTTP
 ``Range`` request, transient failures (connection errors, truncated bodies, timeouts, HTTP 5xx / 408 / 429)
 are retried with exponential backoff, and ``dest`` appears (``os.replace`` from ``.part``) only after the
-file's CRC-32 matches the configured one (RVT publishes CRC-32 checksums of its archives). A file whose
-CRC-32 does not match is moved to ``{dest}.corrupt`` so that the next attempt starts afresh.
+file's checksum matches the configured one (:class:`~leod_core.data.checksum.Checksum`: RVT publishes CRC-32
+checksums of its archives, RVT and LEOD MD5 prefixes of their checkpoints). A file whose checksum does not
+match is moved to ``{dest}.corrupt`` so that the next attempt starts afresh.
 
 :func:`extract_archive` unpacks a tar (plain, or compressed: ``.tar.gz``) with tarfile's ``data`` filter
 (no absolute paths, no links or files escaping the destination, no device files) into a hidden sibling of
@@ -36,6 +37,7 @@ from typing import BinaryIO, Iterator, Mapping
 from tqdm import tqdm
 
 from leod_core.data.atomic import make_tmp_dir, swap_in, write_text_atomic
+from leod_core.data.checksum import Checksum
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,10 @@ CORRUPT_SUFFIX = ".corrupt"
 #: Retried HTTP statuses besides 5xx (server errors).
 RETRIED_HTTP_STATUSES = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS})
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)")
-_CRC32_HEX = re.compile(r"[0-9a-f]{8}")
 
 
 class DownloadError(OSError):
-    """A download failed for good: retries used up, an HTTP error that retrying cannot fix, or a CRC-32
+    """A download failed for good: retries used up, an HTTP error that retrying cannot fix, or a checksum
     mismatch. The message names the URL and the file."""
 
 
@@ -100,48 +101,31 @@ class DownloadConfig:
         return min(self.max_backoff_s, self.backoff_s * self.backoff_factor ** (failures - 1))
 
 
-# ---------------------------------------------------------------------------------------------- crc32
-def parse_crc32(text: str) -> int:
-    """The CRC-32 of an 8-hex-digit string such as ``5acab6f3`` (case-insensitive, optional ``0x``)."""
-    value = str(text).strip().lower().removeprefix("0x")
-    if not _CRC32_HEX.fullmatch(value):
-        raise ValueError(f"crc32 must be 8 hex digits such as 5acab6f3, got {text!r}")
-    return int(value, 16)
-
-
-def file_crc32(path: Path, chunk_bytes: int = DownloadConfig.chunk_bytes) -> int:
-    """CRC-32 (zlib) of a file, read in ``chunk_bytes`` pieces."""
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            crc = zlib.crc32(chunk, crc)
-    return crc
-
-
 def part_path(dest: Path) -> Path:
     """Where :func:`download` keeps the bytes of ``dest`` received so far."""
     return dest.with_name(dest.name + PART_SUFFIX)
 
 
 # ------------------------------------------------------------------------------------------- download
-def download(url: str, dest: Path, crc32_hex: str, cfg: DownloadConfig = DownloadConfig(),
+def download(url: str, dest: Path, checksum: Checksum | str, cfg: DownloadConfig = DownloadConfig(),
              progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` (resumable, retried, CRC-32 checked) and return ``dest``.
+    """Download ``url`` to ``dest`` (resumable, retried, checksum-checked) and return ``dest``.
 
-    Bytes go to ``{dest}.part``; a ``.part`` left by an earlier attempt is resumed with ``Range: bytes=N-``.
-    ``dest`` is created only once the CRC-32 matches ``crc32_hex``; on a mismatch the file becomes
-    ``{dest}.corrupt`` and :class:`DownloadError` is raised. An existing ``dest`` with the right CRC-32 is
-    kept as it is (nothing downloaded); one with another CRC-32 is an error (it is never overwritten).
+    ``checksum`` is a :class:`Checksum` or a CRC-32 string (8 hex digits). Bytes go to ``{dest}.part``; a ``.part``
+    left by an earlier attempt is resumed with ``Range: bytes=N-``. ``dest`` is created only once the checksum
+    matches; on a mismatch the file becomes ``{dest}.corrupt`` and :class:`DownloadError` is raised. An existing
+    ``dest`` with the right checksum is kept as it is (nothing downloaded); one with another checksum is an error
+    (it is never overwritten).
     """
     dest = Path(dest)
-    expected = parse_crc32(crc32_hex)
+    expected = checksum if isinstance(checksum, Checksum) else Checksum.parse("crc32", checksum)
     if dest.exists():
-        actual = file_crc32(dest, cfg.chunk_bytes)
-        if actual == expected:
-            log.info("%s already downloaded (crc32 %08x matches): nothing to do", dest, actual)
+        actual = expected.digest(dest, cfg.chunk_bytes)
+        if expected.matches(actual):
+            log.info("%s already downloaded (%s matches): nothing to do", dest, expected)
             return dest
-        raise DownloadError(f"{dest} exists but its crc32 is {actual:08x}, expected {expected:08x} for {url}; "
-                            f"it is not replaced: move it away to download again")
+        raise DownloadError(f"{dest} exists but its {expected.algorithm} is {actual}, expected {expected.hex} for "
+                            f"{url}; it is not replaced: move it away to download again")
     part = part_path(dest)
     with _locked_part(part, url) as fh:
         log.info("downloading %s to %s", url, dest)
@@ -149,15 +133,15 @@ def download(url: str, dest: Path, crc32_hex: str, cfg: DownloadConfig = Downloa
         fh.flush()
         os.fsync(fh.fileno())
         size = fh.seek(0, os.SEEK_END)
-        actual = file_crc32(part, cfg.chunk_bytes)
-        if actual != expected:
+        actual = expected.digest(part, cfg.chunk_bytes)
+        if not expected.matches(actual):
             corrupt = dest.with_name(dest.name + CORRUPT_SUFFIX)
             os.replace(part, corrupt)
-            raise DownloadError(f"crc32 mismatch for {url}: {dest.name} ({size} bytes) has crc32 {actual:08x}, "
-                                f"expected {expected:08x}; the bad file was moved to {corrupt} so the next attempt "
-                                f"starts afresh")
+            raise DownloadError(f"{expected.algorithm} mismatch for {url}: {dest.name} ({size} bytes) has "
+                                f"{expected.algorithm} {actual}, expected {expected.hex}; the bad file was moved to "
+                                f"{corrupt} so the next attempt starts afresh")
         os.replace(part, dest)
-    log.info("downloaded %s: %d bytes, crc32 %08x ok", dest, size, actual)
+    log.info("downloaded %s: %d bytes, %s ok", dest, size, expected)
     return dest
 
 
@@ -344,30 +328,31 @@ def _content_root(tmp: Path, archive: Path, strip_single_top_level: bool) -> Pat
 
 
 # -------------------------------------------------------------------------------------------- together
-def download_dataset(url: str, archive: Path, crc32_hex: str, out_dir: Path | None = None,
+def download_dataset(url: str, archive: Path, checksum: Checksum | str, out_dir: Path | None = None,
                      cfg: DownloadConfig = DownloadConfig(), strip_single_top_level: bool = True,
                      progress: bool = True) -> dict:
-    """Download ``url`` to ``archive`` (see :func:`download`), then extract it into ``out_dir`` if given
-    (see :func:`extract_archive`). An ``out_dir`` whose summary records the same CRC-32 is done: neither the
-    archive nor the directory is touched (the archive may have been deleted to save space).
+    """Download ``url`` to ``archive`` (see :func:`download`; ``checksum`` as there), then extract it into
+    ``out_dir`` if given (see :func:`extract_archive`). An ``out_dir`` whose summary records the same checksum is
+    done: neither the archive nor the directory is touched (the archive may have been deleted to save space).
 
-    Returns the summary: ``url``, ``crc32``, ``archive``, ``archive_bytes`` (+ ``members``,
-    ``stripped_top_level`` when extracted).
+    Returns the summary: ``url``, the checksum (``crc32`` or ``md5`` key), ``archive``, ``archive_bytes``
+    (+ ``members``, ``stripped_top_level`` when extracted).
     """
-    crc32 = f"{parse_crc32(crc32_hex):08x}"
+    expected = checksum if isinstance(checksum, Checksum) else Checksum.parse("crc32", checksum)
+    record = {"url": url, expected.algorithm: expected.hex}
     if out_dir is not None:
-        done = _done_summary(Path(out_dir), crc32)
+        done = _done_summary(Path(out_dir), record)
         if done is not None:
-            log.info("%s already holds the extraction of %s (crc32 %s): nothing to do", out_dir, url, crc32)
+            log.info("%s already holds the extraction of %s (%s): nothing to do", out_dir, url, expected)
             return done
-    archive = download(url, Path(archive), crc32, cfg, progress)
+    archive = download(url, Path(archive), expected, cfg, progress)
     if out_dir is None:
-        return {"url": url, "crc32": crc32, "archive": str(archive), "archive_bytes": archive.stat().st_size}
-    return extract_archive(archive, Path(out_dir), strip_single_top_level, {"url": url, "crc32": crc32}, progress)
+        return {**record, "archive": str(archive), "archive_bytes": archive.stat().st_size}
+    return extract_archive(archive, Path(out_dir), strip_single_top_level, record, progress)
 
 
-def _done_summary(out_dir: Path, crc32: str) -> dict | None:
-    """The summary of an earlier extraction into ``out_dir`` of the archive with CRC-32 ``crc32``, if any."""
+def _done_summary(out_dir: Path, record: Mapping[str, str]) -> dict | None:
+    """The summary of an earlier extraction into ``out_dir`` of the archive with the checksum in ``record``."""
     marker = out_dir / SUMMARY_NAME
     if not marker.is_file():
         return None
@@ -376,4 +361,5 @@ def _done_summary(out_dir: Path, crc32: str) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         log.warning("%s is unreadable (%s): extracting again", marker, err)
         return None
-    return done if isinstance(done, dict) and done.get("crc32") == crc32 else None
+    checksum_key = next(key for key in record if key != "url")
+    return done if isinstance(done, dict) and done.get(checksum_key) == record[checksum_key] else None

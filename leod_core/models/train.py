@@ -42,7 +42,6 @@ from torch.utils.data import DataLoader
 
 from leod_core.data.atomic import atomic_path
 from leod_core.data.batch import Batch
-from leod_core.devices import device_environment
 from leod_core.models.checkpoint import save_state_dict_checkpoint
 from leod_core.models.distributed import SyncBatchNormPlugin, gather_from_ranks, has_synced_batchnorm
 from leod_core.models.lightning_module import DetectionModule
@@ -345,7 +344,6 @@ def fit(module: ResumableDetectionModule, loader: Any, seed: int, out_dir: Path,
     ``leod_training`` record ``{"step", "selected", "val_AP"}``. Returns the path of ``model.ckpt``. Raises
     :class:`Preempted` on a preemption signal (which the loader's workers ignore)."""
     out_dir = Path(out_dir)
-    log.info("%s", device_environment())
     trainer = build_trainer(out_dir, module.optim_config.max_steps, cfg, validation)
     last = out_dir / TRAIN_STATE_DIR / LAST_CHECKPOINT
     resume = last if last.is_file() else None

@@ -15,6 +15,7 @@ from leod_core.config import replace_fields
 from leod_core.data.augment import AugmentConfig
 from leod_core.data.formats import SequencePaths, open_event_repr
 from leod_core.data.loaders import build_train_loader
+from leod_core.devices import claim_job_devices
 from leod_core.models.checkpoint import load_into, load_rvt_state_dict
 from leod_core.models.detector import RVTConfig
 from leod_core.models.lightning_module import OptimConfig
@@ -90,7 +91,10 @@ def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | No
     ``model.ckpt``) starts from its weights instead of a fresh initialisation (LEOD's ``weight=``, its
     "-pretrain" runs); a resumed run takes its weights from ``train_state/last.ckpt`` anyway. With
     ``job.validation`` enabled the run validates on ``data_dir/{job.validation.split}`` and ``model.ckpt`` gets
-    the selected weights (:mod:`leod_core.models.validation`). Returns ``out_dir/model.ckpt``."""
+    the selected weights (:mod:`leod_core.models.validation`). On a GPU, the job first claims
+    ``job.trainer.devices`` GPU slots of the host (:func:`leod_core.devices.claim_job_devices`). Returns
+    ``out_dir/model.ckpt``."""
+    claim_job_devices(job.trainer.accelerator, job.trainer.devices)
     pl.seed_everything(job.seed, workers=True, verbose=False)
     input_hw = frame_hw(data_dir, job.data.downsample_by_2)
     model_config = RVTConfig.for_size(job.model.size, job.model.num_classes, input_hw,

@@ -12,7 +12,6 @@ import numpy as np
 
 from leod_core.data.formats import SequenceLabels
 from leod_core.data.splits import read_split
-from leod_core.devices import device_environment
 from leod_core.models.checkpoint import load_model_checkpoint
 from leod_core.pseudo.labeler import pseudo_label_sequences
 from leod_core.pseudo.shards import (ShardManifest, assign_shards, is_shard_complete, read_shard_manifest,
@@ -35,7 +34,6 @@ def pseudo_label_shard(checkpoint: Path, data_dir: Path, split_path: Path, shard
                        num_shards: int, tta_cfg: TTAConfig, tracker_cfg: TrackerConfig, device: str = "cpu",
                        progress: bool = True) -> ShardManifest:
     """Pseudo-label shard ``shard`` of ``num_shards`` into ``shard_dir`` (``train/<seq>`` + ``shard.json``)."""
-    log.info("%s", device_environment())
     shard_dir = Path(shard_dir)
     if is_shard_complete(shard_dir):
         log.info("%s is complete; nothing to do", shard_dir)

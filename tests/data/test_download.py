@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import io
 import json
 import re
@@ -19,6 +20,7 @@ import pytest
 
 from builders import write_sequence
 from leod_core.cli import main as leod
+from leod_core.data.checksum import Checksum
 from leod_core.data.download import (SUMMARY_NAME, ArchiveError, DownloadConfig, DownloadError, download,
                                      download_dataset, extract_archive)
 from leod_core.data.formats import SPLITS
@@ -246,6 +248,22 @@ def test_a_bad_crc32_string_is_rejected(server, archive, tmp_path):
         download(url_of(server), tmp_path / "gen1.tar", "xyz", FAST, progress=False)
 
 
+def test_an_md5_prefix_is_checked_like_a_crc32(server, archive, tmp_path):
+    """RVT and LEOD publish MD5 prefixes of their checkpoints: a prefix of >= 8 digits (any case) is accepted, a
+    wrong one moves the file aside, a shorter one is refused before anything is fetched."""
+    md5 = hashlib.md5(archive.data).hexdigest()
+    with pytest.raises(DownloadError, match=f"md5 mismatch .* expected 00000000"):
+        download(url_of(server), tmp_path / "w.ckpt", Checksum.parse("md5", "00000000"), FAST, progress=False)
+    assert (tmp_path / "w.ckpt.corrupt").read_bytes() == archive.data and not (tmp_path / "w.ckpt").exists()
+    fetched = len(server.state.log)
+    dest = download(url_of(server), tmp_path / "w.ckpt", Checksum.parse("md5", md5[:10].upper()), FAST,
+                    progress=False)
+    assert dest.read_bytes() == archive.data and len(server.state.log) == fetched + 1
+    with pytest.raises(ValueError, match="8 to 32 hex digits"):
+        download(url_of(server), tmp_path / "x.ckpt", Checksum.parse("md5", md5[:6]), FAST, progress=False)
+    assert len(server.state.log) == fetched + 1
+
+
 # -------------------------------------------------------------------------------------------- extraction
 def test_extraction_gives_readable_train_val_test_and_a_summary(server, archive, tmp_path):
     out = tmp_path / "data" / "gen1"
@@ -330,3 +348,6 @@ def test_leod_download_end_to_end(server, archive, tmp_path, caplog):
     for split in SPLITS:
         assert (tmp_path / "gen1" / split).is_dir()
     assert json.loads((tmp_path / "gen1" / SUMMARY_NAME).read_text())["crc32"] == archive.crc32
+    assert leod(["--no-progress", "download", "--url", url_of(server), "--archive", str(tmp_path / "w.ckpt"),
+                 "--md5", hashlib.md5(archive.data).hexdigest()[:8]]) == 0
+    assert (tmp_path / "w.ckpt").read_bytes() == archive.data
