@@ -84,15 +84,26 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_import_checkpoint(args: argparse.Namespace) -> None:
-    from leod_core.models.checkpoint import load_into, load_rvt_state_dict, save_model_checkpoint
-    from leod_core.models.detector import RVTConfig, build_detector
+    from leod_core.data.download import verify_checksum
+    from leod_core.models.released import import_into_config, import_released_checkpoint, size_label
+    from leod_core.models.train_job import detector_config, job_from_mapping
 
-    config = RVTConfig.for_size(args.size, args.num_classes, (args.height, args.width), args.partition_split_32)
-    model = build_detector(config)
-    load_into(model, load_rvt_state_dict(Path(args.checkpoint)), source=args.checkpoint)
-    save_model_checkpoint(Path(args.out), model, config)
-    log.info("imported %s as RVT-%s (%d classes, %dx%d) into %s", args.checkpoint, config.size,
-             config.num_classes, args.height, args.width, args.out)
+    if (args.height is None) != (args.width is None):
+        raise ValueError("leod import-checkpoint: give both --height and --width, or neither (camera default)")
+    if (args.config is None) != (args.data is None):
+        raise ValueError("leod import-checkpoint: --config and --data go together (the model a train config builds "
+                         "for that data)")
+    if args.md5 or args.crc32:
+        verify_checksum(Path(args.checkpoint), args.md5, args.crc32)
+    if args.config:
+        config = detector_config(job_from_mapping(load_yaml_mapping(Path(args.config)), args.config), Path(args.data))
+        import_into_config(Path(args.checkpoint), Path(args.out), config)
+    else:
+        input_hw = None if args.height is None else (args.height, args.width)
+        config, _ = import_released_checkpoint(Path(args.checkpoint), Path(args.out), camera=args.camera,
+                                               size=args.size, input_hw=input_hw)
+    log.info("imported %s as %s (%d classes, %dx%d, partition split %d) into %s", args.checkpoint,
+             size_label(config.size), config.num_classes, *config.input_hw, config.partition_split_32, args.out)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -272,14 +283,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_import_checkpoint(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("import-checkpoint", help="convert a released RVT/LEOD checkpoint into ours (strict load)")
-    p.add_argument("--checkpoint", required=True, help="RVT or LEOD .ckpt (Lightning or bare state dict)")
+    from leod_core.workflow.settings import CAMERA_TRAIN_DEFAULTS
+
+    p = sub.add_parser("import-checkpoint", help="convert a released RVT/LEOD checkpoint into ours (strict load); "
+                                                 "its pickled code never runs")
+    p.add_argument("--checkpoint", required=True, help="RVT or LEOD .ckpt (Lightning or bare state dict), "
+                                                       "e.g. rvt-s-gen1x0.01_ss-final.ckpt")
     p.add_argument("--out", required=True, help="model.ckpt to write")
-    p.add_argument("--size", required=True, help="tiny, small or base")
-    p.add_argument("--num-classes", type=int, default=2, help="gen1 2, gen4 3")
-    p.add_argument("--height", type=int, default=240, help="frame height the model sees (gen4: 360)")
-    p.add_argument("--width", type=int, default=304, help="frame width the model sees (gen4: 640)")
-    p.add_argument("--partition-split-32", type=int, default=1, help="gen1 1, gen4 2")
+    p.add_argument("--size", choices=("tiny", "small", "base"),
+                   help="RVT size; inferred from the weights when omitted (a different one is an error)")
+    p.add_argument("--camera", choices=tuple(CAMERA_TRAIN_DEFAULTS),
+                   help="camera the model is for (class count, partition split, frame size); inferred from the "
+                        "class count when omitted: 2 gen1, 3 gen4")
+    p.add_argument("--height", type=int, help="frame height the model sees (default: the camera's, gen4 360)")
+    p.add_argument("--width", type=int, help="frame width the model sees (default: the camera's, gen4 640)")
+    p.add_argument("--config", help="instead of size and camera: the model of this leod train config (YAML) ...")
+    p.add_argument("--data", help="... at the frame size of this preprocessed dataset (the workflow's import_round0)")
+    checksum = p.add_mutually_exclusive_group()
+    checksum.add_argument("--md5", help="check the checkpoint's MD5 (or a prefix of >= 6 hex digits) first")
+    checksum.add_argument("--crc32", help="check the checkpoint's CRC-32 (8 hex digits) first")
     p.set_defaults(func=cmd_import_checkpoint)
 
 
@@ -386,8 +408,8 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--url", required=True, help="file URL (e.g. RVT's preprocessed gen1.tar, a released checkpoint)")
     checksum = p.add_mutually_exclusive_group(required=True)
     checksum.add_argument("--crc32", help="expected CRC-32 of the file, 8 hex digits (e.g. 5acab6f3)")
-    checksum.add_argument("--md5", help="expected MD5 of the file, or a prefix of at least 8 hex digits (what RVT "
-                                        "and LEOD publish for their checkpoints)")
+    checksum.add_argument("--md5", help="expected MD5 of the file, or a prefix of at least 6 hex digits (RVT "
+                                        "publishes 6 per checkpoint, e.g. 840f2b)")
     p.add_argument("--archive", required=True, help="where the archive goes (<archive>.part while downloading)")
     p.add_argument("--out", help="directory to extract into (atomically); without it the archive is only downloaded")
     p.add_argument("--keep-top-level", action="store_true",

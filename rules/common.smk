@@ -18,6 +18,7 @@ from leod_core.workflow import (DOWNLOAD_SOURCE, SELF_TRAINING_ROUND, WILDCARD_P
                                 train_devices, variant_name, variant_overlay, variant_suffix, video_cli_args)
 from leod_core.workflow.jobs import GateConfig, needs_previous_quality, read_shard_count
 from leod_core.workflow.locks import concurrent_run_message
+from leod_core.workflow.round0 import downloaded_weights, released_round0, round0_dataset_constraint
 
 
 wildcard_constraints:
@@ -25,6 +26,11 @@ wildcard_constraints:
 
 
 check_config(config)
+# Experiments whose round 0 is imported from released weights (round0: in the config) instead of trained.
+RELEASED_ROUND0 = released_round0(config)
+DOWNLOADED_WEIGHTS = downloaded_weights(RELEASED_ROUND0)
+IMPORTED_ROUND0_DATASET = round0_dataset_constraint(RELEASED_ROUND0, imported=True)
+TRAINED_ROUND0_DATASET = round0_dataset_constraint(RELEASED_ROUND0, imported=False)
 
 # Path prefixes (docs/layout.md); logs/ and benchmarks/ mirror results/. {offset}: empty (label split offset 0) or
 # -s<k>; {variant}: empty, or a plus sign and a name (leod_core.workflow.paths.ExperimentName).
@@ -130,6 +136,27 @@ def own_split_file(wildcards):
         raise ValueError(f"variant {variant_of(wildcards)!r} does not change round 0: its round-0 model is "
                          f"{model_of(wildcards, 0)}")
     return split_file(wildcards)
+
+
+def released_weights(wildcards):
+    """The released weights that the experiment's round 0 imports (import_round0 runs only for these)."""
+    return RELEASED_ROUND0[(wildcards.dataset, EXPERIMENT_NAME.format(**wildcards))]
+
+
+def released_weights_file(wildcards):
+    return released_weights(wildcards).local_path
+
+
+def released_weights_checksum(wildcards):
+    return released_weights(wildcards).checksum_args()
+
+
+def weights_url(wildcards):
+    return DOWNLOADED_WEIGHTS[wildcards.file].source
+
+
+def weights_checksum(wildcards):
+    return DOWNLOADED_WEIGHTS[wildcards.file].checksum_args()
 
 
 def model_of(wildcards, round_):

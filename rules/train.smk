@@ -39,6 +39,7 @@ rule train_round0:
         f"{BENCH_ROUND}/train.tsv"
     wildcard_constraints:
         round="0",
+        dataset=TRAINED_ROUND0_DATASET,
     threads: config["threads"]["train"]
     resources:
         gpu=train_gpus,
@@ -49,6 +50,52 @@ rule train_round0:
         " --input data={input.data} split={input.split} config={input.config}"
         " && OMP_NUM_THREADS={threads} leod --no-progress train --data results/data/{wildcards.dataset}"
         " --split {input.split} --config {input.config} --out {params.out_dir}) > {log} 2>&1"
+
+
+rule import_round0:
+    """Round 0 of an experiment with `round0: {weights: ...}`: RVT's / LEOD's released checkpoint imported into the
+    experiment's model (its size and class count must match; the checkpoint's pickled objects never run)."""
+    input:
+        weights=released_weights_file,
+        data=DATA_MARKER,
+        config=f"{ROUND}/train_config.yaml",
+    output:
+        model=f"{ROUND}/model.ckpt",
+    params:
+        checksum=released_weights_checksum,
+    log:
+        f"{LOG_ROUND}/import.log",
+    benchmark:
+        f"{BENCH_ROUND}/import.tsv"
+    wildcard_constraints:
+        round="0",
+        dataset=IMPORTED_ROUND0_DATASET,
+    conda:
+        LEOD_ENV
+    shell:
+        "leod --no-progress import-checkpoint --checkpoint {input.weights:q} {params.checksum}"
+        " --config {input.config} --data results/data/{wildcards.dataset} --out {output.model} > {log} 2>&1"
+
+
+rule download_round0_weights:
+    """Released weights given by URL -> results/downloads/weights/ (resumable, checksum-checked, kept across reruns).
+    A local rule, like the dataset downloads: login nodes have the internet access compute nodes lack."""
+    output:
+        "results/downloads/weights/{file}",     # {file}: the URL's host and path
+    params:
+        url=weights_url,
+        checksum=weights_checksum,
+    log:
+        "logs/downloads/weights/{file}.log",
+    benchmark:
+        "benchmarks/downloads/weights/{file}.tsv"
+    wildcard_constraints:
+        file=r".+",
+    localrule: True
+    conda:
+        LEOD_ENV
+    shell:
+        "leod --no-progress download --url {params.url:q} {params.checksum} --archive {output:q} > {log} 2>&1"
 
 
 rule train_self:

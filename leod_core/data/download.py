@@ -101,6 +101,15 @@ class DownloadConfig:
         return min(self.max_backoff_s, self.backoff_s * self.backoff_factor ** (failures - 1))
 
 
+def verify_checksum(path: Path, md5: str | None = None, crc32: str | None = None) -> None:
+    """Check a local file against an MD5 (prefix) or a CRC-32; :class:`DownloadError` naming both on a mismatch."""
+    expected = Checksum.parse("md5", md5) if md5 else Checksum.parse("crc32", crc32)
+    actual = expected.digest(path)
+    if not expected.matches(actual):
+        raise DownloadError(f"{path}: {expected.algorithm} is {actual}, expected {expected.hex}")
+    log.info("%s: %s ok", path, expected)
+
+
 def part_path(dest: Path) -> Path:
     """Where :func:`download` keeps the bytes of ``dest`` received so far."""
     return dest.with_name(dest.name + PART_SUFFIX)

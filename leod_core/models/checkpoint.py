@@ -1,8 +1,9 @@
 """Checkpoint I/O compatible with RVT / LEOD Lightning checkpoints (``state_dict["mdl." + key]``).
 
-Files are read with ``torch.load(weights_only=True)`` (no pickled code runs) and written atomically. A file
-that is missing, truncated, not a weights-only checkpoint, or holds non-finite weights raises
-:class:`~leod_core.data.formats.FormatError` naming it.
+Our own files are read with ``torch.load(weights_only=True)`` (no pickled code runs) and written atomically;
+:func:`load_rvt_state_dict` also reads RVT's and LEOD's full Lightning checkpoints, through the restricted
+unpickler of :mod:`leod_core.models.released`. A file that is missing, truncated, not a checkpoint, or holds
+non-finite weights raises :class:`~leod_core.data.formats.FormatError` naming it.
 """
 from __future__ import annotations
 
@@ -33,10 +34,15 @@ class CheckpointMismatchError(ValueError):
     unexpected keys and shape mismatches."""
 
 
-def _load_weights_only(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; an unreadable file raises :class:`FormatError`."""
+def _require_file(path: str | os.PathLike) -> None:
+    """Raise :class:`FormatError` if ``path`` is not a file."""
     if not os.path.isfile(path):
         raise FormatError(path, "checkpoint file is missing")
+
+
+def _load_weights_only(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; an unreadable file raises :class:`FormatError`."""
+    _require_file(path)
     try:
         return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except _UNREADABLE_CHECKPOINT_ERRORS as err:
@@ -72,8 +78,15 @@ def load_rvt_state_dict(path: str | os.PathLike) -> Dict[str, Tensor]:
     Accepts a Lightning checkpoint (``{"state_dict": {"mdl.<key>": tensor, ...}, ...}``) or a bare state dict
     with or without the ``mdl.`` prefix. When any key has the prefix, only those keys are returned (other
     Lightning entries are not part of the detector), with the prefix removed. Tensors are on the CPU.
+
+    Released RVT / LEOD files pickle optimizer, scheduler and config objects besides the weights, so every file
+    is read with :func:`leod_core.models.released.read_released_checkpoint`: nothing but tensors and plain
+    containers is rebuilt, nothing from the file is imported or run.
     """
-    return _extract_state_dict(_load_weights_only(path), os.fspath(path))
+    # Imported here: leod_core.models.released builds on this module.
+    from leod_core.models.released import read_released_checkpoint
+
+    return read_released_checkpoint(path).state_dict
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> List[str]:

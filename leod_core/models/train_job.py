@@ -83,6 +83,13 @@ def frame_hw(data_dir: Path, downsample_by_2: bool) -> tuple[int, int]:
         return tuple(int(v) for v in h5["data"].shape[2:])
 
 
+def detector_config(job: TrainJob, data_dir: Path) -> RVTConfig:
+    """The detector ``job`` trains on ``data_dir``: its model section at the frame size of the data (px, after the
+    camera's downsampling). ``leod import-checkpoint --config`` builds the same one for released weights."""
+    return RVTConfig.for_size(job.model.size, job.model.num_classes, frame_hw(data_dir, job.data.downsample_by_2),
+                              job.model.partition_split_32, **job.model.overrides)
+
+
 def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | None, pseudo: bool,
                   init_weights: Path | None = None) -> Path:
     """Train on ``data_dir`` (with the label ``split``, or every labeled frame when ``split`` is None) into
@@ -96,9 +103,7 @@ def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | No
     ``out_dir/model.ckpt``."""
     claim_job_devices(job.trainer.accelerator, job.trainer.devices)
     pl.seed_everything(job.seed, workers=True, verbose=False)
-    input_hw = frame_hw(data_dir, job.data.downsample_by_2)
-    model_config = RVTConfig.for_size(job.model.size, job.model.num_classes, input_hw,
-                                      job.model.partition_split_32, **job.model.overrides)
+    model_config = detector_config(job, data_dir)
     loss = job.loss
     if pseudo and job.pseudo_assignment == "soft" and loss.ignore_bbox_thresh is None:
         loss = dataclasses.replace(loss, ignore_bbox_thresh=tuple(
@@ -108,7 +113,7 @@ def run_train_job(job: TrainJob, data_dir: Path, out_dir: Path, split: Path | No
                                 AugmentConfig() if d.augment else None, d.w_stream, d.w_random,
                                 d.downsample_by_2, d.tflip_offset, job.seed, ev_dtype=torch.uint8)
     log.info("%s assignment, model %s at %dx%d, %d steps, batch %d x L=%d (%s), pseudo labels every %d steps",
-             "soft" if loss.ignore_bbox_thresh else "hard", model_config.size, *input_hw,
+             "soft" if loss.ignore_bbox_thresh else "hard", model_config.size, *model_config.input_hw,
              job.optim.max_steps, d.batch_size, d.sequence_length, d.sampling, d.use_label_every)
     module = ResumableDetectionModule(model_config, loss, job.optim, d.use_label_every)
     if init_weights is not None:

@@ -40,8 +40,9 @@ SPLIT_SEPARATOR = "-s"
 _OFFSET_SUFFIX = re.compile(r"^-s(?P<offset>[1-9][0-9]*)$")
 _EXPERIMENT_NAME = re.compile(r"^(?P<setting>[A-Za-z0-9]+)_(?P<ratio>[^/_+-]+)(?P<offset>-[^/+]*)?"
                               r"(?:\+(?P<variant>[^/]+))?$")
-#: Directory names under ``results/`` that are not datasets.
-RESERVED_NAMES = ("data", "raw", "tables", "plots", "videos")
+#: Directory names under ``results/`` that are not datasets, and under ``results/downloads/`` that hold no dataset
+#: archive (``weights``: released round-0 checkpoints, :mod:`leod_core.workflow.round0`).
+RESERVED_NAMES = ("data", "raw", "tables", "plots", "videos", "downloads", "weights")
 
 
 def format_ratio(ratio: float | str) -> str:

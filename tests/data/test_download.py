@@ -249,7 +249,7 @@ def test_a_bad_crc32_string_is_rejected(server, archive, tmp_path):
 
 
 def test_an_md5_prefix_is_checked_like_a_crc32(server, archive, tmp_path):
-    """RVT and LEOD publish MD5 prefixes of their checkpoints: a prefix of >= 8 digits (any case) is accepted, a
+    """RVT publishes 6-digit MD5 prefixes of its checkpoints: a prefix of >= 6 digits (any case) is accepted, a
     wrong one moves the file aside, a shorter one is refused before anything is fetched."""
     md5 = hashlib.md5(archive.data).hexdigest()
     with pytest.raises(DownloadError, match=f"md5 mismatch .* expected 00000000"):
@@ -259,8 +259,8 @@ def test_an_md5_prefix_is_checked_like_a_crc32(server, archive, tmp_path):
     dest = download(url_of(server), tmp_path / "w.ckpt", Checksum.parse("md5", md5[:10].upper()), FAST,
                     progress=False)
     assert dest.read_bytes() == archive.data and len(server.state.log) == fetched + 1
-    with pytest.raises(ValueError, match="8 to 32 hex digits"):
-        download(url_of(server), tmp_path / "x.ckpt", Checksum.parse("md5", md5[:6]), FAST, progress=False)
+    with pytest.raises(ValueError, match="6 to 32 hex digits"):
+        download(url_of(server), tmp_path / "x.ckpt", Checksum.parse("md5", md5[:5]), FAST, progress=False)
     assert len(server.state.log) == fetched + 1
 
 
@@ -349,5 +349,5 @@ def test_leod_download_end_to_end(server, archive, tmp_path, caplog):
         assert (tmp_path / "gen1" / split).is_dir()
     assert json.loads((tmp_path / "gen1" / SUMMARY_NAME).read_text())["crc32"] == archive.crc32
     assert leod(["--no-progress", "download", "--url", url_of(server), "--archive", str(tmp_path / "w.ckpt"),
-                 "--md5", hashlib.md5(archive.data).hexdigest()[:8]]) == 0
+                 "--md5", hashlib.md5(archive.data).hexdigest()[:6]]) == 0
     assert (tmp_path / "w.ckpt").read_bytes() == archive.data

@@ -112,4 +112,5 @@ def test_leod_import_checkpoint_cli(tmp_path: Path, rvt_sd, caplog) -> None:
         assert torch.equal(model.state_dict()[key], value), key
     assert main(["import-checkpoint", "--checkpoint", str(released), "--out", str(tmp_path / "b.ckpt"),
                  "--size", "base"]) == 1
-    assert "backbone.stages.0.downsample_cf2cl.conv.weight" in caplog.text
+    assert "is RVT-S with 2 classes (gen1/synth), but RVT-B for gen1 (2 classes) was requested" in caplog.text
+    assert not (tmp_path / "b.ckpt").exists()

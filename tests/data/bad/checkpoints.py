@@ -12,20 +12,23 @@ import torch
 from leod_core.data.formats import FormatError
 from leod_core.models.checkpoint import CONFIG_KEY, CheckpointMismatchError, load_model_checkpoint
 
-from .common import NUM_CLASSES, SENSOR_HW, BadCase, Call, Pristine, leod_call, truncate, watched_dir
+from .common import SENSOR_HW, BadCase, Call, Pristine, leod_call, truncate, watched_dir
+
+#: The camera of the pristine data and checkpoint.
+CAMERA = "synth"
 
 
-def import_checkpoint(work: Path, checkpoint: Path, size: str = "tiny", num_classes: int = NUM_CLASSES,
+def import_checkpoint(work: Path, checkpoint: Path, size: str = "tiny", camera: str = CAMERA,
                       must_not_exist: tuple[Path, ...] = ()) -> Call:
     """``leod import-checkpoint`` of ``checkpoint`` into a watched directory."""
     out = watched_dir(work / "imported")
     return leod_call(["import-checkpoint", "--checkpoint", str(checkpoint), "--out", str(out / "model.ckpt"),
-                      "--size", size, "--num-classes", str(num_classes), "--height", str(SENSOR_HW[0]),
+                      "--size", size, "--camera", camera, "--height", str(SENSOR_HW[0]),
                       "--width", str(SENSOR_HW[1])], out, must_not_exist=must_not_exist)
 
 
-def checkpoint_imported_as(size: str, num_classes: int) -> Callable[[Path, Pristine], Call]:
-    return lambda work, pristine: import_checkpoint(work, pristine.checkpoint, size, num_classes)
+def checkpoint_imported_as(size: str, camera: str) -> Callable[[Path, Pristine], Call]:
+    return lambda work, pristine: import_checkpoint(work, pristine.checkpoint, size, camera)
 
 
 def checkpoint_case(write: Callable[[Path, Pristine], None]) -> Callable[[Path, Pristine], Call]:
@@ -80,6 +83,10 @@ def training_state_only(path: Path, pristine: Pristine) -> None:
     torch.save({"epoch": 3, "global_step": 1200}, path)
 
 
+def extra_weight(payload: dict) -> None:
+    payload["state_dict"]["mdl.extra.weight"] = torch.zeros(1)
+
+
 def first_weight_nan(payload: dict) -> None:
     key = next(k for k, v in payload["state_dict"].items() if v.is_floating_point())
     payload["state_dict"][key].view(-1)[0] = float("nan")
@@ -110,18 +117,22 @@ _CKPT = r"model\.ckpt"
 
 CHECKPOINT_CASES = [
     # checkpoints: leod import-checkpoint, load_model_checkpoint (leod evaluate / pseudo-label)
-    BadCase("ckpt-wrong-model-size", "checkpoints", checkpoint_imported_as("small", NUM_CLASSES),
-            CheckpointMismatchError, _CKPT + r": checkpoint does not match the model \(\d+ problems\)"),
-    BadCase("ckpt-wrong-class-count", "checkpoints", checkpoint_imported_as("tiny", 3), CheckpointMismatchError,
-            _CKPT + r": checkpoint does not match the model \(\d+ problems\):\n  shape mismatch: yolox_head"),
+    BadCase("ckpt-wrong-model-size", "checkpoints", checkpoint_imported_as("small", CAMERA),
+            CheckpointMismatchError, _CKPT + r" is RVT-T with 2 classes \(gen1/synth\), but RVT-S for synth "
+                                             r"\(2 classes\) was requested"),
+    BadCase("ckpt-wrong-class-count", "checkpoints", checkpoint_imported_as("tiny", "gen4"), CheckpointMismatchError,
+            _CKPT + r" is RVT-T with 2 classes \(gen1/synth\), but RVT-T for gen4 \(3 classes\) was requested"),
+    BadCase("ckpt-extra-weight", "checkpoints", checkpoint_case(edited_checkpoint(extra_weight)),
+            CheckpointMismatchError, _CKPT + r": checkpoint does not match the model \(1 problems\):\n  "
+                                             r"unexpected key: extra\.weight"),
     BadCase("ckpt-plain-pickle", "checkpoints", checkpoint_case(pickled_checkpoint), FormatError,
-            _CKPT + r": not a readable weights-only PyTorch checkpoint.*\(UnpicklingError\)"),
+            _CKPT + r": would call torch\.storage\._load_from_bytes on load; nothing was run"),
     BadCase("ckpt-pickled-code", "checkpoints", code_pickle_case, FormatError,
-            _CKPT + r": not a readable weights-only PyTorch checkpoint.*\(UnpicklingError\)"),
+            _CKPT + r": would call io\.open on load; nothing was run"),
     BadCase("ckpt-truncated", "checkpoints", checkpoint_case(truncated_checkpoint), FormatError,
-            _CKPT + r": not a readable weights-only PyTorch checkpoint.*\(RuntimeError\)"),
+            _CKPT + r": not a readable PyTorch checkpoint.*\(RuntimeError: "),
     BadCase("ckpt-empty-file", "checkpoints", checkpoint_case(empty_checkpoint), FormatError,
-            _CKPT + r": not a readable weights-only PyTorch checkpoint.*\(EOFError\)"),
+            _CKPT + r": not a readable PyTorch checkpoint.*\(EOFError: "),
     BadCase("ckpt-missing", "checkpoints", missing_checkpoint, FormatError, _CKPT + r": checkpoint file is missing"),
     BadCase("ckpt-no-state-dict", "checkpoints", checkpoint_case(training_state_only), FormatError,
             _CKPT + r": not a checkpoint: expected a Lightning checkpoint with 'state_dict'"),
