@@ -3,13 +3,8 @@ with the structure of LEOD's released ones, served from 127.0.0.1 with an MD5 pr
 downloads and imports it instead of training round 0, and the loop runs to its tables."""
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import sys
-import threading
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -25,29 +20,13 @@ pytestmark = pytest.mark.slow
 WEIGHTS = "rvt-t-synthx0.1_ss.ckpt"
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP server on 127.0.0.1 serving ``tmp_path/served``; yields (base URL, directory)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def embedded_default_model() -> RVTConfig:
     """The embedded default's round-0 model (workflow_config/config.yaml: RVT-T with embed_dim 16, 64x96 frames)."""
     return RVTConfig.for_size("tiny", 2, (64, 96), 1, embed_dim=16, dim_head=16)
 
 
-def test_the_embedded_default_starts_from_released_weights(served, tmp_path):
-    url, root = served
+def test_the_embedded_default_starts_from_released_weights(served_directory, tmp_path):
+    url, root = served_directory
     torch.manual_seed(0)
     released = build_detector(embedded_default_model()).state_dict()
     write_released_checkpoint(root / WEIGHTS, released, dataset="synth", size="tiny")

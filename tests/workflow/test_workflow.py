@@ -3,13 +3,10 @@ and (slow) the embedded default, shrunk, run end to end through round 1 and the 
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
 import json
 import re
 import subprocess
 import tarfile
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -204,24 +201,10 @@ def test_user_provided_raw_data_is_linked_and_preprocessed(workdir):
     assert "nowhere/train is missing" in (workdir / "logs/raw/gone/link.log").read_text()
 
 
-@pytest.fixture
-def archive_server(tmp_path):
-    """An HTTP server on 127.0.0.1 serving tmp_path/served; yields its base URL."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", served
-    server.shutdown()
-    thread.join()
-
-
-def test_a_configured_download_is_fetched_checked_and_linked(workdir, archive_server):
+def test_a_configured_download_is_fetched_checked_and_linked(workdir, served_directory):
     """A dataset without a local source is downloaded from its `download.preprocessed` archive (here a tiny
     synthetic dataset in RVT's preprocessed layout, served on 127.0.0.1); a wrong crc32 fails the job."""
-    url, served = archive_server
+    url, served = served_directory
     subprocess.run(["leod", "--no-progress", "synth", "--out", str(workdir / "raw"), "--duration-s", "1",
                     "--num-train", "1", "--num-val", "1", "--num-test", "1"], check=True, capture_output=True)
     subprocess.run(["leod", "--no-progress", "preprocess", "--raw", str(workdir / "raw"), "--out",
