@@ -52,8 +52,8 @@ class SlurmSettings:
 class InstalledProfile:
     name: str
     path: Path
-    backup: Path | None            # the profile that was there before (--force), moved aside
-    partitions: dict[str, list[str]]   # partition -> the rules submitted there
+    backup: Path | None                 # the profile that was there before (--force), moved aside
+    partitions: dict[str, list[str]]    # partition -> the rules submitted there
     account: str | None
 
     def report(self) -> str:

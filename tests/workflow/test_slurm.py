@@ -430,6 +430,13 @@ def test_cluster_faults_through_slurm_end_with_the_uninterrupted_results(cluster
     assert checkpoints_differ(clean_run.workdir, workdir) == []
 
 
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:160].decode(errors="replace")
+    except OSError:
+        return "(exited)"
+
+
 def report_faulted_run(run: Run, clean: Run, hits: list[Hit], cluster: SlurmCluster) -> None:
     """The figures RELIABILITY.md records (printed with -s)."""
     restarts = {job_id: record["Restarts"] for job_id, record in run.jobs.items() if record.get("Restarts") != "0"}
@@ -437,6 +444,10 @@ def report_faulted_run(run: Run, clean: Run, hits: list[Hit], cluster: SlurmClus
           f"{len(run.jobs)} SLURM jobs (clean {len(clean.jobs)}), requeued (job id: restarts) {restarts}")
     for hit in hits:
         print(f"  {hit.describe()}")
+    left = cluster.job_processes()           # SLURM lost track of them (no cgroups); stop() ends them
+    print(f"  job processes still alive after the run: {len(left)}")
+    for pid in left:
+        print(f"    {pid}: {command_line(pid)}")
     for line in run.output.splitlines():
         if re.search(r"Trying to restart|Error in rule|failed|NODE_FAIL|requeue", line):
             print(f"  | {line.strip()}")
