@@ -212,6 +212,13 @@ def cmd_download(args: argparse.Namespace) -> None:
     log.info("%s: %s", args.out or args.archive, json.dumps(summary, sort_keys=True))
 
 
+def cmd_profile_install(args: argparse.Namespace) -> None:
+    from leod_core.workflow.profiles import SlurmSettings, install_profile
+
+    settings = SlurmSettings(args.cpu_partition, args.gpu_partition, args.account)
+    print(install_profile(args.name, settings, force=args.force).report())
+
+
 # --------------------------------------------------------------------------------------------- parser
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="generate a synthetic event-camera dataset in RVT's raw layout")
@@ -421,6 +428,20 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_download)
 
 
+def _add_profile(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="install a Snakemake profile of this repository (snakemake --profile NAME)")
+    actions = p.add_subparsers(dest="profile_command", required=True, metavar="ACTION")
+    p = actions.add_parser("install", help="copy profiles/NAME into your Snakemake profile directory "
+                                           "($XDG_CONFIG_HOME/snakemake, default ~/.config/snakemake)")
+    p.add_argument("name", metavar="NAME", help="a directory of profiles/, e.g. slurm")
+    p.add_argument("--cpu-partition", help="SLURM partition of the CPU jobs (the profile's '<- EDIT' line)")
+    p.add_argument("--gpu-partition", help="SLURM partition of the GPU jobs: training, pseudo labels, evaluation")
+    p.add_argument("--account", help="SLURM account (sbatch -A), if your cluster needs one")
+    p.add_argument("--force", action="store_true",
+                   help="replace an installed profile of that name (the old one is kept as NAME.bak-<time>)")
+    p.set_defaults(func=cmd_profile_install)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leod", description="LEOD label-efficient event-camera detection")
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -428,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
         _add_synth, _add_preprocess, _add_split, _add_train, _add_import_checkpoint, _add_evaluate,
-        _add_visualize, _add_pseudo_label, _add_merge_shards, _add_label_quality, _add_tables, _add_download)
+        _add_visualize, _add_pseudo_label, _add_merge_shards, _add_label_quality, _add_tables, _add_download,
+        _add_profile)
     for add in adders:
         add(sub)
     return parser
