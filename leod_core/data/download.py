@@ -350,7 +350,7 @@ def download_dataset(url: str, archive: Path, checksum: Checksum | str, out_dir:
     expected = checksum if isinstance(checksum, Checksum) else Checksum.parse("crc32", checksum)
     record = {"url": url, expected.algorithm: expected.hex}
     if out_dir is not None:
-        done = _done_summary(Path(out_dir), record)
+        done = _done_summary(Path(out_dir), expected)
         if done is not None:
             log.info("%s already holds the extraction of %s (%s): nothing to do", out_dir, url, expected)
             return done
@@ -360,8 +360,8 @@ def download_dataset(url: str, archive: Path, checksum: Checksum | str, out_dir:
     return extract_archive(archive, Path(out_dir), strip_single_top_level, record, progress)
 
 
-def _done_summary(out_dir: Path, record: Mapping[str, str]) -> dict | None:
-    """The summary of an earlier extraction into ``out_dir`` of the archive with the checksum in ``record``."""
+def _done_summary(out_dir: Path, expected: Checksum) -> dict | None:
+    """The summary of an earlier extraction into ``out_dir`` of the archive with checksum ``expected``."""
     marker = out_dir / SUMMARY_NAME
     if not marker.is_file():
         return None
@@ -370,5 +370,4 @@ def _done_summary(out_dir: Path, record: Mapping[str, str]) -> dict | None:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         log.warning("%s is unreadable (%s): extracting again", marker, err)
         return None
-    checksum_key = next(key for key in record if key != "url")
-    return done if isinstance(done, dict) and done.get(checksum_key) == record[checksum_key] else None
+    return done if isinstance(done, dict) and done.get(expected.algorithm) == expected.hex else None

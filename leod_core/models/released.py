@@ -283,16 +283,21 @@ def infer_architecture(state_dict: Mapping[str, Tensor], source: str | os.PathLi
     """RVT size from the stage-1 width (:data:`STAGE1_WEIGHT`), class count from the head's class prediction
     (:data:`CLASS_PREDICTION_WEIGHT`). A missing key or a width of no RVT size raises :class:`FormatError`
     naming ``source``."""
-    for key in (STAGE1_WEIGHT, CLASS_PREDICTION_WEIGHT):
-        if key not in state_dict or state_dict[key].dim() == 0:
-            raise FormatError(source, f"no {key!r} weight: not the weights of an RVT detector")
+    width, num_classes = _width_and_classes(state_dict, source)
     sizes = {RVTConfig.for_size(size).embed_dim: size for size in SIZES}
-    width = int(state_dict[STAGE1_WEIGHT].shape[0])
     if width not in sizes:
         known = ", ".join(f"{size} {w}" for w, size in sizes.items())
         raise FormatError(source, f"stage-1 width {width} is no RVT size ({known}); a custom model cannot be "
                                   f"imported by size")
-    return InferredArchitecture(sizes[width], int(state_dict[CLASS_PREDICTION_WEIGHT].shape[0]))
+    return InferredArchitecture(sizes[width], num_classes)
+
+
+def _width_and_classes(state_dict: Mapping[str, Tensor], source: str | os.PathLike) -> Tuple[int, int]:
+    """(stage-1 width, class count) of RVT weights; :class:`FormatError` naming ``source`` if either is missing."""
+    for key in (STAGE1_WEIGHT, CLASS_PREDICTION_WEIGHT):
+        if key not in state_dict or state_dict[key].dim() == 0:
+            raise FormatError(source, f"no {key!r} weight: not the weights of an RVT detector")
+    return int(state_dict[STAGE1_WEIGHT].shape[0]), int(state_dict[CLASS_PREDICTION_WEIGHT].shape[0])
 
 
 def camera_input_hw(camera: str) -> Tuple[int, int]:
@@ -329,11 +334,7 @@ def import_into_config(path: str | os.PathLike, out: str | os.PathLike, config: 
     ``leod import-checkpoint --config train_config.yaml``), custom widths included. Weights of another stage-1
     width or class count raise :class:`CheckpointMismatchError` naming both before the strict load."""
     released = read_released_checkpoint(path)
-    for key in (STAGE1_WEIGHT, CLASS_PREDICTION_WEIGHT):
-        if key not in released.state_dict or released.state_dict[key].dim() == 0:
-            raise FormatError(path, f"no {key!r} weight: not the weights of an RVT detector")
-    width = int(released.state_dict[STAGE1_WEIGHT].shape[0])
-    classes = int(released.state_dict[CLASS_PREDICTION_WEIGHT].shape[0])
+    width, classes = _width_and_classes(released.state_dict, path)
     if (width, classes) != (config.embed_dim, config.num_classes):
         raise CheckpointMismatchError(
             f"checkpoint {os.fspath(path)} has stage-1 width {width} and {classes} classes, but the model it is "
