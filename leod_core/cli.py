@@ -30,8 +30,11 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in {
         "seed": args.seed, "height": args.height, "width": args.width, "duration_s": args.duration_s,
-        "num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test}.items() if v is not None}
-    config = replace_fields(SynthConfig(), overrides, "leod synth")
+        "num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test,
+        "initial_objects_mean": args.initial_objects_mean, "min_initial_objects": args.min_initial_objects,
+        "arrival_rate_hz": args.arrival_rate_hz}.items() if v is not None}
+    config = replace_fields(SynthConfig(), overrides, "leod synth").with_object_size(args.min_object_px,
+                                                                                    args.max_object_px)
     summary = generate_dataset(Path(args.out), config, workers=args.workers, progress=not args.no_progress)
     log.info("synthetic dataset written to %s: %s", args.out, json.dumps(summary))
 
@@ -221,6 +224,9 @@ def cmd_profile_install(args: argparse.Namespace) -> None:
 
 # --------------------------------------------------------------------------------------------- parser
 def _add_synth(sub: argparse._SubParsersAction) -> None:
+    from leod_core.data.synth_config import SynthConfig  # a small settings module: `leod --help` stays fast
+
+    default = SynthConfig()
     p = sub.add_parser("synth", help="generate a synthetic event-camera dataset in RVT's raw layout")
     p.add_argument("--out", required=True, help="output directory (gets train/ val/ test/)")
     p.add_argument("--seed", type=int)
@@ -230,6 +236,18 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-train", type=int, help="training sequences")
     p.add_argument("--num-val", type=int, help="validation sequences")
     p.add_argument("--num-test", type=int, help="test sequences")
+    (car_min, car_max), (ped_min, ped_max) = default.car_width_px, default.ped_height_px
+    p.add_argument("--min-object-px", type=float, help="smallest longer side of an object (car width, pedestrian "
+                   f"height) in pixels (default {car_min:g} for cars, {ped_min:g} for pedestrians); e.g. 32 for "
+                   "Gen1-sized data (240x304), whose evaluation drops boxes under 30 px diagonal or 10 px side")
+    p.add_argument("--max-object-px", type=float, help="largest longer side of an object in pixels (default "
+                   f"{car_max:g} for cars, {ped_max:g} for pedestrians)")
+    p.add_argument("--initial-objects-mean", type=float, help="Poisson mean of the objects in view at the start "
+                   f"(default {default.initial_objects_mean:g})")
+    p.add_argument("--min-initial-objects", type=int, help="at least this many objects in view at the start "
+                   f"(default {default.min_initial_objects})")
+    p.add_argument("--arrival-rate-hz", type=float, help="objects entering the view per second (default "
+                   f"{default.arrival_rate_hz:g})")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_synth)
 

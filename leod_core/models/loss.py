@@ -5,23 +5,10 @@ A re-implementation of ``models/detection/yolox/models/yolo_head.py`` of LEOD (W
 ``get_geometry_constraint(_w_ignore)``, ``simota_matching``, ``_ignore_bbox``, ``_get_highest_score_mask``,
 ``_get_bbox_loss_weight`` and ``models/detection/yolox/models/losses.py: IOUloss, FocalLoss``.
 
-Behaviour (all per image, anchors vectorised):
+Behaviour: items 1–4 (ignore boxes, centre prior, ignore region, SimOTA) are the assignment, documented and
+implemented in :mod:`leod_core.models.assign`; the settings live in :mod:`leod_core.models.loss_config`. Both
+modules' public names are re-exported here.
 
-1. Soft mode (``ignore_bbox_thresh`` set): a box of class ``c`` with ``obj_conf < thr[c]`` **or**
-   ``cls_conf < thr[c]`` becomes an ignore box (class ``ignore_label``). This also applies to GT rows (LEOD quirk;
-   GT confidences are 1.0 so they are never ignored unless the caller gives lower ones).
-2. Centre prior: an anchor is a candidate of a box when its cell centre ``(grid + 0.5)·stride`` lies strictly within
-   ``± center_radius·stride`` (the anchor's stride) of the box centre on both axes. This is the only geometric
-   condition: the "anchor centre inside the box" condition of the original YOLOX is not used by LEOD.
-3. Ignore region: anchors in the centre prior of some ignore box and of no valid box. They are left out of the
-   objectness loss and are never candidates for matching.
-4. SimOTA on the valid boxes, over the union of their candidate anchors ``P``:
-   ``cost = Σ_c BCE(sqrt(σ(cls)·σ(obj)), one_hot) + 3·(−log(IoU + 1e-8))
-   + 1e6·(anchor not in this box's prior)``;
-   ``k_g = max(1, int(Σ top-min(10, |P|) IoUs of box g over P))``; each box takes its ``k_g`` cheapest anchors of
-   ``P`` (which can include anchors outside its own prior when ``k_g`` exceeds its own candidates, as in LEOD); an
-   anchor taken by several boxes goes to the box of minimum cost over *all* valid boxes (``argmin`` over the whole
-   column, exactly as LEOD; the losing boxes are not re-matched).
 5. Losses, pooled over the batch, with ``num_fg = max(total foreground anchors, 1)``:
    IoU loss ``mean(1 − IoU²)`` over foreground anchors (``reduction="mean"``, quirk 10; 0 without foreground);
    objectness BCE-with-logits (target 1 on foreground, 0 elsewhere) summed over the non-ignored anchors / num_fg;
@@ -32,15 +19,15 @@ All loss arithmetic runs in float32 with autocast disabled, whatever the dtype o
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leod_core.models.boxes import elementwise_iou_cxcywh, pairwise_iou_cxcywh
+from leod_core.models.assign import Assignment, apply_ignore_thresholds, center_prior, simota_assign
+from leod_core.models.boxes import elementwise_iou_cxcywh
+from leod_core.models.loss_config import BBOX_WEIGHTING_RE, LossConfig, expand_class_thresholds
 
 __all__ = [
     "LossConfig",
@@ -52,202 +39,6 @@ __all__ = [
     "simota_assign",
     "sigmoid_focal_loss",
 ]
-
-_WEIGHTING_RE = re.compile(r"^(obj|cls|objxcls)(?:-w(?:\*\*([0-9]*\.?[0-9]+))?)?$")
-
-
-def expand_class_thresholds(
-    values: Union[None, float, Sequence[float]], num_classes: int
-) -> Optional[Tuple[float, ...]]:
-    """Per-class thresholds as LEOD's ``config/modifier.py`` sets them.
-
-    Two-element lists follow the Gen1 order ``[car, ped]``. For Gen4 (3 classes: ped, cyc, car) ``[a, b]`` becomes
-    ``[b, b, a]`` (cyclists share the pedestrian threshold). A list with one value per class passes through.
-    ``None`` (or an empty list: LEOD tests ``if not thresh``) means "off" and gives ``None``. A scalar is repeated for
-    every class (an extension: LEOD's head would fail on a scalar).
-    """
-    if values is None:
-        return None
-    if isinstance(values, (int, float)):
-        return (float(values),) * num_classes
-    vals = tuple(float(v) for v in values)
-    if len(vals) == 0:
-        return None
-    if len(vals) == num_classes:
-        return vals
-    if len(vals) == 2 and num_classes == 3:
-        return (vals[1], vals[1], vals[0])
-    raise ValueError(f"cannot expand {len(vals)} thresholds {vals} to {num_classes} classes")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Knobs of LEOD's ``YOLOXHead`` loss, with the defaults of ``config/model/rnndet*.yaml``.
-
-    ``ignore_bbox_thresh``: ``None`` = hard assignment ("rnndet"); per-class thresholds (one per class, see
-    :func:`expand_class_thresholds`) = "rnndet-soft" (Gen1 ``(0.7, 0.35)``).
-    ``ignore_bg_k``: fraction (LEOD calls it "k%", but multiplies the anchor count by it) of the highest-objectness
-    background anchors left out of the objectness loss; ``<= 0`` is off. As in LEOD it acts only on batches that
-    contain no ignore box at all.
-    ``obj_focal_loss``: sigmoid focal loss (alpha 0.25, gamma 2) instead of BCE for objectness.
-    ``bbox_loss_weighting``: ``''`` (off) or ``'obj' | 'cls' | 'objxcls'`` with an optional ``'-w**p'`` suffix:
-    weights the IoU and cls losses of each foreground anchor by the matched box's confidence (to the power p),
-    normalised to mean 1 over the batch's foreground anchors.
-    """
-
-    reg_weight: float = 5.0
-    obj_weight: float = 1.0
-    cls_weight: float = 1.0
-    center_radius: float = 1.5
-    topk_candidates: int = 10
-    iou_cost_weight: float = 3.0
-    iou_cost_eps: float = 1e-8
-    outside_center_cost: float = 1e6
-    ignore_label: int = 1024
-    ignore_bbox_thresh: Optional[Tuple[float, ...]] = None
-    ignore_bg_k: float = 0.0
-    obj_focal_loss: bool = False
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    bbox_loss_weighting: str = ""
-
-    def __post_init__(self) -> None:
-        thr = self.ignore_bbox_thresh
-        if thr is not None:
-            if isinstance(thr, (int, float)):
-                raise TypeError("ignore_bbox_thresh must be a sequence of per-class thresholds (or None)")
-            thr = tuple(float(t) for t in thr)
-            object.__setattr__(self, "ignore_bbox_thresh", thr if thr else None)
-        if self.center_radius <= 0:
-            raise ValueError(f"center_radius must be > 0, got {self.center_radius}")
-        if self.topk_candidates < 1:
-            raise ValueError(f"topk_candidates must be >= 1, got {self.topk_candidates}")
-        if self.bbox_loss_weighting and not _WEIGHTING_RE.match(self.bbox_loss_weighting):
-            raise ValueError(f"unsupported bbox_loss_weighting {self.bbox_loss_weighting!r}")
-
-
-@dataclass
-class Assignment:
-    """SimOTA result for one image (``A`` anchors, ``G`` valid boxes, ``F`` foreground anchors)."""
-
-    fg_mask: Tensor  # [A] bool: foreground anchors
-    ignore_mask: Tensor  # [A] bool: anchors left out of the objectness loss (ignore-box region)
-    candidate_mask: Tensor  # [A] bool: union of the valid boxes' centre priors (ignore region excluded)
-    matched_gt_inds: Tensor  # [F] int64: index into the valid boxes, anchors in increasing index order
-    matched_classes: Tensor  # [F] int64
-    matched_ious: Tensor  # [F] float: IoU(pred box, matched box), detached
-    dynamic_ks: Tensor  # [G] int64
-
-    @property
-    def num_fg(self) -> int:
-        return int(self.fg_mask.sum())
-
-
-def apply_ignore_thresholds(
-    targets: Tensor, thresholds: Optional[Sequence[float]], ignore_label: int = 1024
-) -> Tensor:
-    """LEOD ``_ignore_bbox``: rows of class ``c`` with ``obj_conf < thr[c]`` or ``cls_conf < thr[c]`` get class
-    ``ignore_label``. Returns a new tensor (LEOD edits the batch in place). ``targets: Tensor[N, 7]``
-    ``(class, cx, cy, w, h, obj_conf, cls_conf)``. LEOD's padding test (row sum > 0) is not needed: a per-image list
-    has no padding rows."""
-    if not thresholds or targets.numel() == 0:
-        return targets
-    cls_idx = targets[:, 0]
-    low = torch.zeros_like(cls_idx, dtype=torch.bool)
-    for c, thr in enumerate(thresholds):
-        low |= (cls_idx == c) & ((targets[:, 5] < thr) | (targets[:, 6] < thr))
-    if not bool(low.any()):
-        return targets
-    out = targets.clone()
-    out[:, 0] = torch.where(low, torch.full_like(cls_idx, float(ignore_label)), cls_idx)
-    return out
-
-
-def center_prior(boxes: Tensor, anchor_centers: Tensor, strides: Tensor, radius: float) -> Tensor:
-    """``Tensor[N, A]`` bool: anchor centre strictly inside ``box centre ± radius·stride`` on both axes
-    (LEOD ``get_geometry_constraint``; same arithmetic so that boundary cases agree)."""
-    dist = strides * radius  # [A]
-    xc, yc = anchor_centers[:, 0], anchor_centers[:, 1]
-    gx, gy = boxes[:, 0:1], boxes[:, 1:2]
-    c_l = xc - (gx - dist)
-    c_r = (gx + dist) - xc
-    c_t = yc - (gy - dist)
-    c_b = (gy + dist) - yc
-    return torch.stack([c_l, c_t, c_r, c_b], dim=2).amin(dim=2) > 0.0
-
-
-@torch.no_grad()
-def simota_assign(
-    boxes_pred: Tensor,
-    obj_logits: Tensor,
-    cls_logits: Tensor,
-    anchor_centers: Tensor,
-    strides: Tensor,
-    gt_boxes: Tensor,
-    gt_classes: Tensor,
-    ignore_boxes: Tensor,
-    config: LossConfig,
-) -> Assignment:
-    """SimOTA of one image on the valid boxes, with the ignore region of the ignore boxes (LEOD
-    ``get_assignments_w_ignore`` / ``get_geometry_constraint_w_ignore`` / ``simota_matching``).
-
-    ``boxes_pred [A, 4]`` (cx, cy, w, h), ``obj_logits [A]``, ``cls_logits [A, C]``, ``anchor_centers [A, 2]``,
-    ``strides [A]``, ``gt_boxes [G, 4]``, ``gt_classes [G]`` (int), ``ignore_boxes [I, 4]``.
-    """
-    num_anchors, num_classes = cls_logits.shape
-    device = boxes_pred.device
-    n_gt = gt_boxes.shape[0]
-    in_valid = center_prior(gt_boxes, anchor_centers, strides, config.center_radius)  # [G, A]
-    candidate = in_valid.any(dim=0)  # [A]
-    if ignore_boxes.shape[0] > 0:
-        in_ignore = center_prior(ignore_boxes, anchor_centers, strides, config.center_radius).any(dim=0)
-        ignore_mask = in_ignore & ~candidate
-    else:
-        ignore_mask = torch.zeros(num_anchors, dtype=torch.bool, device=device)
-
-    fg_mask = torch.zeros(num_anchors, dtype=torch.bool, device=device)
-    empty_long = torch.zeros(0, dtype=torch.long, device=device)
-    cand_idx = candidate.nonzero().squeeze(1)  # [P]
-    n_pos = int(cand_idx.numel())
-    if n_gt == 0 or n_pos == 0:
-        # n_pos == 0 (every valid box centred outside the anchor field) makes LEOD's topk raise; here such boxes
-        # simply get no anchor.
-        ks = torch.ones(n_gt, dtype=torch.long, device=device)
-        return Assignment(fg_mask, ignore_mask, candidate, empty_long, empty_long,
-                          boxes_pred.new_zeros(0), ks)
-
-    geometry = in_valid[:, cand_idx]  # [G, P]
-    ious = pairwise_iou_cxcywh(gt_boxes, boxes_pred[cand_idx])  # [G, P]
-    iou_cost = -torch.log(ious + config.iou_cost_eps)
-
-    joint = (cls_logits[cand_idx].sigmoid() * obj_logits[cand_idx].sigmoid()[:, None]).sqrt()  # [P, C]
-    one_hot = F.one_hot(gt_classes, num_classes).to(joint.dtype)  # [G, C]
-    cls_cost = F.binary_cross_entropy(
-        joint[None].expand(n_gt, n_pos, num_classes),
-        one_hot[:, None].expand(n_gt, n_pos, num_classes),
-        reduction="none",
-    ).sum(dim=-1)  # [G, P]
-    cost = cls_cost + config.iou_cost_weight * iou_cost + config.outside_center_cost * (~geometry).to(cls_cost.dtype)
-
-    # dynamic k from the top IoUs over all candidate anchors of the image
-    n_top = min(config.topk_candidates, n_pos)
-    ks = ious.topk(n_top, dim=1).values.sum(dim=1).to(torch.int64).clamp(min=1)  # [G]
-    order = cost.argsort(dim=1, stable=True)  # cheapest first
-    take = torch.arange(n_pos, device=device)[None, :] < ks[:, None]  # [G, P]
-    matching = torch.zeros(n_gt, n_pos, dtype=torch.bool, device=device).scatter_(1, order, take)
-
-    claims = matching.sum(dim=0)  # [P]
-    multi = (claims > 1).nonzero().squeeze(1)
-    if multi.numel() > 0:
-        winner = cost[:, multi].argmin(dim=0)  # argmin over all valid boxes, as LEOD
-        matching[:, multi] = False
-        matching[winner, multi] = True
-    fg_in = claims > 0  # [P]
-    matched_gt = matching[:, fg_in].to(torch.uint8).argmax(dim=0)  # [F]
-    fg_cols = fg_in.nonzero().squeeze(1)
-    matched_ious = ious[matched_gt, fg_cols]
-    fg_mask[cand_idx[fg_in]] = True
-    return Assignment(fg_mask, ignore_mask, candidate, matched_gt, gt_classes[matched_gt], matched_ious, ks)
 
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -331,7 +122,7 @@ class YoloXLoss(nn.Module):
         spec = self.config.bbox_loss_weighting
         if not spec:
             return None
-        m = _WEIGHTING_RE.match(spec)
+        m = BBOX_WEIGHTING_RE.match(spec)
         assert m is not None  # checked by LossConfig
         kind, power = m.group(1), m.group(2)
         w = {"obj": obj_conf, "cls": cls_conf, "objxcls": obj_conf * cls_conf}[kind]
