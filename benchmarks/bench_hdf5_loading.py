@@ -39,7 +39,7 @@ def sequential_read_fps(split_dir: Path, downsampled_by_2: bool) -> float:
 def loader_fps(root: Path, workers: int, args, downsampled_by_2: bool) -> float:
     """Frames/s of ``args.batches`` batches of the random-access training loader (after its first batch)."""
     loader = build_train_loader(root, None, "random", args.batch, args.length, num_workers=workers,
-                                downsample_by_2=downsampled_by_2, persistent_workers=workers > 0)
+                                downsampled_by_2=downsampled_by_2, persistent_workers=workers > 0)
     batches = iter(loader)
     next(batches)  # starts the workers and opens the files
     start = time.perf_counter()

@@ -34,6 +34,7 @@ from leod_core.data.splits import LabelSplit
 from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.models.inference import AUTOCAST_DTYPES, autocast_context
 from leod_core.pseudo.labeler import LabelerConfig, pseudo_label_sequences
+from leod_core.data.cameras import get_camera
 from leod_core.pseudo.tta import TTAConfig
 
 #: Scale of the objectness / class logit weights: spreads the scores of random weights (std ~1 logit; the tests'
@@ -42,8 +43,6 @@ SCORE_LOGIT_SCALE = 3e4
 #: Objectness logit bias: with it a few hundred anchors per frame pass the 0.01 score threshold into the NMS and a
 #: few boxes per frame pass LEOD's 0.6 / 0.3 thresholds (Gen1 has ~2 objects per labeled frame).
 OBJECTNESS_LOGIT_BIAS = -6.0
-GEN1_SEQUENCE_LENGTH = 21
-GEN4_SEQUENCE_LENGTH = 10
 
 
 def benchmark_model(size: str, embed_dim: int | None, frame_hw: tuple[int, int], seed: int = 0):
@@ -122,11 +121,11 @@ def prepare(shape: str, args, device: torch.device, work: Path):
     else:
         names = write_synthetic_split(data_dir, args.sequences, SyntheticSequenceConfig(
             num_reprs=args.reprs, frame_hw=frame_hw, downsampled_by_2=ds2))
-    length = GEN4_SEQUENCE_LENGTH if ds2 else GEN1_SEQUENCE_LENGTH
+    camera = "gen4" if ds2 else "gen1"
+    length = get_camera(camera).pseudo_sequence_length
     split = LabelSplit("ssod", 0.0, length, {n: [] for n in names})  # no kept GT: every frame is predicted
-    make_cfg = TTAConfig.gen4 if ds2 else TTAConfig.gen1
-    cfg4 = make_cfg(batch_size=args.batch, autocast_dtype=args.autocast)
-    cfg1 = make_cfg(batch_size=args.batch, autocast_dtype=args.autocast, hflip=False, tflip=False)
+    cfg4 = TTAConfig.for_camera(camera, batch_size=args.batch, autocast_dtype=args.autocast)
+    cfg1 = TTAConfig.for_camera(camera, batch_size=args.batch, autocast_dtype=args.autocast, hflip=False, tflip=False)
     model = benchmark_model(args.size, args.embed_dim, frame_hw).to(device)
     out_root = Path(tempfile.mkdtemp(dir=work / shape))
     steps = -(-args.sequences // args.batch) * args.reprs  # streamed steps of one slot-filled batch

@@ -1,24 +1,35 @@
 """Wildcard constraints, path prefixes and the thin adapters from wildcards + config to rule inputs and CLI
 arguments. The logic lives in leod_core.workflow (unit-tested); these functions only bind it to `config` and
 to the checkpoints."""
+
 import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from leod_core.workflow import (DOWNLOAD_SOURCE, SELF_TRAINING_ROUND, WILDCARD_PATTERNS, ablation_by_default,
-                                ablation_datasets, ablation_rounds, ablation_tables, check_config,
-                                check_offset_wildcard, check_ratio_wildcard, data_hint, data_source, dataset_config, datasets_with_source,
-                                default_tables, download_archive, downsampled_by_2, evaluate_cli_args,
-                                experiment_rounds, experiment_settings, finished_message, gate_failure_message,
-                                job_config, json_arg, label_quality_cli_args, name_pattern, offset_suffix,
-                                preprocess_cli_args,
-                                pseudo_label_cli_args, read_gate_file, round0_variant, round_targets, split_offset,
-                                synth_cli_args,
-                                train_devices, variant_name, variant_overlay, variant_suffix, video_cli_args)
-from leod_core.workflow.jobs import GateConfig, needs_previous_quality, read_shard_count
+from leod_core.workflow import *  # the rules' helpers (its __all__)
+from leod_core.workflow.jobs import GateConfig, needs_previous_quality
+from leod_core.workflow.jobs import read_shard_count, shard_list_cli_args
+from leod_core.workflow.paths import (
+    BENCHMARKS_DIR,
+    DATA_MARKER_TEMPLATE,
+    EXPERIMENT_NAME_TEMPLATE,
+    EXPERIMENT_TEMPLATE,
+    GATE_FILE,
+    METRICS_FILE,
+    PLOTS_DIR,
+    QUALITY_FILE,
+    RESULTS_DIR,
+    ROUND_TEMPLATE,
+    SHARD_LIST_FILE,
+    SHARDS_DIR,
+    benchmark_path,
+    log_path,
+    result_path,
+)
 from leod_core.workflow.locks import concurrent_run_message
-from leod_core.workflow.round0 import downloaded_weights, released_round0, round0_dataset_constraint
+from leod_core.workflow.round0 import downloaded_weights, released_round0
+from leod_core.workflow.round0 import round0_dataset_constraint
 
 
 wildcard_constraints:
@@ -32,23 +43,26 @@ DOWNLOADED_WEIGHTS = downloaded_weights(RELEASED_ROUND0)
 IMPORTED_ROUND0_DATASET = round0_dataset_constraint(RELEASED_ROUND0, imported=True)
 TRAINED_ROUND0_DATASET = round0_dataset_constraint(RELEASED_ROUND0, imported=False)
 
-# Path prefixes (docs/layout.md); logs/ and benchmarks/ mirror results/. {offset}: empty (label split offset 0) or
-# -s<k>; {variant}: empty, or a plus sign and a name (leod_core.workflow.paths.ExperimentName).
-EXPERIMENT_NAME = "{setting}_{ratio}{offset}{variant}"
-EXP = f"results/{{dataset}}/{EXPERIMENT_NAME}"
-ROUND = f"{EXP}/round{{round}}"
-LOG_EXP = f"logs/{{dataset}}/{EXPERIMENT_NAME}"
-LOG_ROUND = f"{LOG_EXP}/round{{round}}"
-BENCH_EXP = f"benchmarks/{{dataset}}/{EXPERIMENT_NAME}"
-BENCH_ROUND = f"{BENCH_EXP}/round{{round}}"
-DATA_MARKER = "results/data/{dataset}/preprocess_summary.json"
+# Path templates (leod_core.workflow.paths, docs/layout.md). {offset}: empty (label split offset 0) or -s<k>;
+# {variant}: empty, or a plus sign and a name (leod_core.workflow.paths.ExperimentName). A job's log and benchmark
+# file: log_path(JOB) and benchmark_path(JOB), JOB its place below results/ (EXP_JOB, ROUND_JOB, ...).
+EXPERIMENT_NAME = EXPERIMENT_NAME_TEMPLATE
+EXP_JOB = EXPERIMENT_TEMPLATE
+ROUND_JOB = ROUND_TEMPLATE
+EXP = result_path(EXP_JOB)
+ROUND = result_path(ROUND_JOB)
+DATA_MARKER = DATA_MARKER_TEMPLATE
+SHARD_LIST = f"{ROUND}/{SHARD_LIST_FILE}"
+SHARD_DIR = f"{ROUND}/{SHARDS_DIR}/{{shard}}"
 LEOD_ENV = "../envs/leod.yaml"
 
 SYNTH_DATASETS = name_pattern(datasets_with_source(config, "synth"))
 RAW_DATASETS = name_pattern(datasets_with_source(config, "raw"))
 PREPROCESSED_DATASETS = name_pattern(datasets_with_source(config, "preprocessed"))
 DOWNLOADED_DATASETS = name_pattern(datasets_with_source(config, DOWNLOAD_SOURCE))
-PREPROCESSED_HERE = name_pattern(datasets_with_source(config, "synth") + datasets_with_source(config, "raw"))
+PREPROCESSED_HERE = name_pattern(
+    datasets_with_source(config, "synth") + datasets_with_source(config, "raw")
+)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -74,7 +88,9 @@ def archive_crc32(wildcards):
 
 
 def archive_path(wildcards):
-    return f"results/downloads/{wildcards.dataset}/{os.path.basename(archive_url(wildcards))}"
+    return result_path(
+        f"downloads/{wildcards.dataset}/{os.path.basename(archive_url(wildcards))}"
+    )
 
 
 def user_data_hint(wildcards):
@@ -86,9 +102,15 @@ _LOCK_CHECKED = []
 
 def refuse_a_concurrent_run():
     """Once per run that executes jobs (not a dry run, not inside a cluster job), while the DAG is built and
-    before snakemake's incomplete-file check: stop with the lock message if another run holds the directory."""
-    if _LOCK_CHECKED or workflow.executor_plugin is None or workflow.dryrun or not workflow.is_main_process \
-            or not workflow.execution_settings.lock:
+    before snakemake's incomplete-file check: stop with the lock message if another run holds the directory.
+    """
+    if (
+        _LOCK_CHECKED
+        or workflow.executor_plugin is None
+        or workflow.dryrun
+        or not workflow.is_main_process
+        or not workflow.execution_settings.lock
+    ):
         return
     _LOCK_CHECKED.append(True)
     message = concurrent_run_message(Path.cwd())
@@ -98,7 +120,8 @@ def refuse_a_concurrent_run():
 
 def split_data_marker(wildcards):
     """The split's input (every experiment starts here); first checks that no other run holds the directory, then
-    the target's dataset, ratio, split offset and variant so a malformed one fails clearly."""
+    the target's dataset, ratio, split offset and variant so a malformed one fails clearly.
+    """
     refuse_a_concurrent_run()
     dataset_config(config, wildcards.dataset)
     check_ratio_wildcard(wildcards.ratio, wildcards.setting)
@@ -115,26 +138,43 @@ def variant_of(wildcards):
 
 
 def settings_of(wildcards):
-    return experiment_settings(config, wildcards.dataset, wildcards.setting, wildcards.ratio, variant_of(wildcards))
+    return experiment_settings(
+        config,
+        wildcards.dataset,
+        wildcards.setting,
+        wildcards.ratio,
+        variant_of(wildcards),
+    )
 
 
 def round0_variant_of(wildcards):
     """The {variant} whose split and round-0 model the target's experiment uses (the base's, "", unless the
     variant changes round 0)."""
-    return variant_suffix(round0_variant(config, wildcards.dataset, wildcards.setting, wildcards.ratio,
-                                         variant_of(wildcards)))
+    return variant_suffix(
+        round0_variant(
+            config,
+            wildcards.dataset,
+            wildcards.setting,
+            wildcards.ratio,
+            variant_of(wildcards),
+        )
+    )
 
 
 def split_file(wildcards):
     """The experiment's label split (the base experiment's for a variant that shares round 0)."""
-    return f"{EXP}/split.json".format(**{**wildcards, "variant": round0_variant_of(wildcards)})
+    return f"{EXP}/split.json".format(
+        **{**wildcards, "variant": round0_variant_of(wildcards)}
+    )
 
 
 def own_split_file(wildcards):
     """Round 0's split; a clear error for a variant whose round 0 is the base experiment's."""
     if round0_variant_of(wildcards) != wildcards.variant:
-        raise ValueError(f"variant {variant_of(wildcards)!r} does not change round 0: its round-0 model is "
-                         f"{model_of(wildcards, 0)}")
+        raise ValueError(
+            f"variant {variant_of(wildcards)!r} does not change round 0: its round-0 model is "
+            f"{model_of(wildcards, 0)}"
+        )
     return split_file(wildcards)
 
 
@@ -179,7 +219,9 @@ def split_offset_of(wildcards):
 
 # ------------------------------------------------------------------------------------------- training
 def job_config_json(wildcards):
-    return json_arg(job_config(settings_of(wildcards), wildcards.kind, int(wildcards.round)))
+    return json_arg(
+        job_config(settings_of(wildcards), wildcards.kind, int(wildcards.round))
+    )
 
 
 def output_dir(wildcards, output):
@@ -197,8 +239,14 @@ def train_gpus(wildcards):
 def read_gate_checkpoint(dataset, setting, ratio, offset, variant, round_):
     """A round's gate decision ({offset}: empty or -s<k>; {variant}: empty or plus-name); raises (and so schedules
     the gate) until the gate checkpoint has run."""
-    path = checkpoints.gate.get(dataset=dataset, setting=setting, ratio=ratio, offset=offset, variant=variant,
-                                round=str(round_)).output[0]
+    path = checkpoints.gate.get(
+        dataset=dataset,
+        setting=setting,
+        ratio=ratio,
+        offset=offset,
+        variant=variant,
+        round=str(round_),
+    ).output[0]
     return read_gate_file(path)
 
 
@@ -209,9 +257,15 @@ def passed_gate(wildcards):
     round_ = int(wildcards.round)
     if round_ < GATE.from_round:
         return []
-    gate = read_gate_checkpoint(wildcards.dataset, wildcards.setting, wildcards.ratio, wildcards.offset,
-                                wildcards.variant, round_)
-    path = f"{ROUND}/gate.json".format(**wildcards)
+    gate = read_gate_checkpoint(
+        wildcards.dataset,
+        wildcards.setting,
+        wildcards.ratio,
+        wildcards.offset,
+        wildcards.variant,
+        round_,
+    )
+    path = f"{ROUND}/{GATE_FILE}".format(**wildcards)
     if not gate["passed"]:
         raise ValueError(gate_failure_message(gate, path, round_))
     return path
@@ -224,7 +278,11 @@ def previous_model(wildcards):
 
 def init_weights(wildcards):
     """The previous round's model if self-training rounds start from it (self_training.init), else nothing."""
-    return [previous_model(wildcards)] if config["self_training"]["init"] == "previous_round" else []
+    return (
+        [previous_model(wildcards)]
+        if config["self_training"]["init"] == "previous_round"
+        else []
+    )
 
 
 def init_weights_args(wildcards, input):
@@ -236,9 +294,7 @@ def init_weights_resume_input(wildcards, input):
 
 
 def shard_list_args(wildcards):
-    settings = settings_of(wildcards)
-    args = f"--num-shards {config['self_training']['num_shards']}"
-    return args + (" --downsampled-by-2" if downsampled_by_2(settings["camera"]) else "")
+    return shard_list_cli_args(config, settings_of(wildcards))
 
 
 def shard_dir_of(wildcards, output):
@@ -246,12 +302,8 @@ def shard_dir_of(wildcards, output):
 
 
 def shard_count(wildcards):
+    """How many shards the shard_list checkpoint made (it alone decides which sequences each one labels)."""
     return read_shard_count(checkpoints.shard_list.get(**wildcards).output[0])
-
-
-def listed_shard_count(wildcards, input):
-    """Shards in the job's shard list input (read when the job runs: params are re-evaluated then)."""
-    return read_shard_count(input.shard_list)
 
 
 def pseudo_args(wildcards):
@@ -260,8 +312,10 @@ def pseudo_args(wildcards):
 
 def shard_manifests(wildcards):
     """Every shard's shard.json, once the shard_list checkpoint has decided how many there are."""
-    prefix = ROUND.format(**wildcards)
-    return [f"{prefix}/pseudo/shards/{k}/shard.json" for k in range(shard_count(wildcards))]
+    return [
+        f"{SHARD_DIR}/shard.json".format(**wildcards, shard=k)
+        for k in range(shard_count(wildcards))
+    ]
 
 
 def shard_dirs(wildcards, input):
@@ -280,13 +334,16 @@ def previous_quality(wildcards):
     round_ = int(wildcards.round)
     if not needs_previous_quality(GATE, round_):
         return []
-    return [f"{ROUND}/pseudo/quality.json".format(**{**wildcards, "round": round_ - 1})]
+    return [f"{ROUND}/{QUALITY_FILE}".format(**{**wildcards, "round": round_ - 1})]
 
 
 def gate_args(wildcards):
     """The gate's settings (self_training.gate) and round r-1's quality.json where the gate reads it. A function of
-    the wildcards only, so Snakemake knows the values when it builds the DAG and reruns the gate when they change."""
-    previous = "".join(f" --previous-quality {path}" for path in previous_quality(wildcards))
+    the wildcards only, so Snakemake knows the values when it builds the DAG and reruns the gate when they change.
+    """
+    previous = "".join(
+        f" --previous-quality {path}" for path in previous_quality(wildcards)
+    )
     return f"--rule {GATE.rule} --threshold {GATE.threshold} --iou {GATE.iou} --from-round {GATE.from_round}{previous}"
 
 
@@ -308,19 +365,31 @@ def round_targets_function(exp, round_):
     (experiment, round): an unfinished gate holds back only the rounds after it."""
 
     def read_gate(gate_round):
-        return read_gate_checkpoint(exp.dataset, exp.setting, exp.ratio, offset_suffix(exp.split_offset),
-                                    variant_suffix(exp.variant), gate_round)
+        return read_gate_checkpoint(
+            exp.dataset,
+            exp.setting,
+            exp.ratio,
+            offset_suffix(exp.split_offset),
+            variant_suffix(exp.variant),
+            gate_round,
+        )
 
     def round_files(wildcards):
         return round_targets(exp, round_, read_gate, GATE.from_round)
 
-    round_files.__name__ = f"targets_{exp.dataset}_{exp.name}_round{round_}".replace("-", "_").replace("+", "_")
+    round_files.__name__ = f"targets_{exp.dataset}_{exp.name}_round{round_}".replace(
+        "-", "_"
+    ).replace("+", "_")
     return round_files
 
 
-EXPERIMENT_TARGETS = [round_targets_function(exp, round_) for exp, round_ in experiment_rounds(config)]
+EXPERIMENT_TARGETS = [
+    round_targets_function(exp, round_) for exp, round_ in experiment_rounds(config)
+]
 TABLES = default_tables(config)
-ABLATION_TARGETS = [round_targets_function(exp, round_) for exp, round_ in ablation_rounds(config)]
+ABLATION_TARGETS = [
+    round_targets_function(exp, round_) for exp, round_ in ablation_rounds(config)
+]
 ABLATION_DATASETS = ablation_datasets(config)
 ABLATION_TABLES = ablation_tables(config)
 DEFAULT_ABLATION_TABLES = ABLATION_TABLES if ablation_by_default(config) else []

@@ -10,17 +10,17 @@ is, raw data goes through `leod preprocess`."""
 rule synth_raw:
     output:
         "results/raw/{dataset}/summary.json",
-    params:
-        args=synth_args,
     log:
-        "logs/raw/{dataset}/synth.log",
+        log_path("raw/{dataset}/synth"),
     benchmark:
-        "benchmarks/raw/{dataset}/synth.tsv"
+        benchmark_path("raw/{dataset}/synth")
     wildcard_constraints:
         dataset=SYNTH_DATASETS,
-    threads: config["threads"]["data"]
     conda:
         LEOD_ENV
+    threads: config["threads"]["data"]
+    params:
+        args=synth_args,
     shell:
         "leod --no-progress synth --out results/raw/{wildcards.dataset} --workers {threads} {params.args} > {log} 2>&1"
 
@@ -28,18 +28,18 @@ rule synth_raw:
 rule link_raw:
     output:
         "results/raw/{dataset}/summary.json",
-    params:
-        source=user_data_source,
-        hint=user_data_hint,
     log:
-        "logs/raw/{dataset}/link.log",
+        log_path("raw/{dataset}/link"),
     benchmark:
-        "benchmarks/raw/{dataset}/link.tsv"
+        benchmark_path("raw/{dataset}/link")
     wildcard_constraints:
         dataset=RAW_DATASETS,
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        source=user_data_source,
+        hint=user_data_hint,
     shell:
         "python -m leod_core.workflow link-data --kind raw --source {params.source:q}"
         " --out results/raw/{wildcards.dataset} --marker summary.json --hint={params.hint:q} > {log} 2>&1"
@@ -51,20 +51,20 @@ rule download_preprocessed:
     nodes usually have the internet access that compute nodes lack."""
     output:
         DATA_MARKER,
-    params:
-        url=archive_url,
-        crc32=archive_crc32,
-        archive=archive_path,
-        extracted="results/downloads/{dataset}/preprocessed",
     log:
-        "logs/data/{dataset}/download.log",
+        log_path("data/{dataset}/download"),
     benchmark:
-        "benchmarks/data/{dataset}/download.tsv"
+        benchmark_path("data/{dataset}/download")
     wildcard_constraints:
         dataset=DOWNLOADED_DATASETS,
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        url=archive_url,
+        crc32=archive_crc32,
+        archive=archive_path,
+        extracted="results/downloads/{dataset}/preprocessed",
     shell:
         "(leod --no-progress download --url {params.url:q} --crc32 {params.crc32} --archive {params.archive:q}"
         " --out {params.extracted:q} && python -m leod_core.workflow link-data --kind preprocessed"
@@ -77,17 +77,17 @@ rule preprocess:
         "results/raw/{dataset}/summary.json",
     output:
         DATA_MARKER,
-    params:
-        args=preprocess_args,
     log:
-        "logs/data/{dataset}/preprocess.log",
+        log_path("data/{dataset}/preprocess"),
     benchmark:
-        "benchmarks/data/{dataset}/preprocess.tsv"
+        benchmark_path("data/{dataset}/preprocess")
     wildcard_constraints:
         dataset=PREPROCESSED_HERE,
-    threads: config["threads"]["data"]
     conda:
         LEOD_ENV
+    threads: config["threads"]["data"]
+    params:
+        args=preprocess_args,
     shell:
         "leod --no-progress preprocess --raw results/raw/{wildcards.dataset} --out results/data/{wildcards.dataset}"
         " --workers {threads} {params.args} > {log} 2>&1"
@@ -96,18 +96,18 @@ rule preprocess:
 rule link_preprocessed:
     output:
         DATA_MARKER,
-    params:
-        source=user_data_source,
-        hint=user_data_hint,
     log:
-        "logs/data/{dataset}/link.log",
+        log_path("data/{dataset}/link"),
     benchmark:
-        "benchmarks/data/{dataset}/link.tsv"
+        benchmark_path("data/{dataset}/link")
     wildcard_constraints:
         dataset=PREPROCESSED_DATASETS,
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        source=user_data_source,
+        hint=user_data_hint,
     shell:
         "python -m leod_core.workflow link-data --kind preprocessed --source {params.source:q}"
         " --out results/data/{wildcards.dataset} --marker preprocess_summary.json --hint={params.hint:q} > {log} 2>&1"
@@ -118,15 +118,15 @@ rule split:
         split_data_marker,
     output:
         f"{EXP}/split.json",
+    log:
+        log_path(f"{EXP_JOB}/split"),
+    benchmark:
+        benchmark_path(f"{EXP_JOB}/split")
+    conda:
+        LEOD_ENV
     params:
         sequence_length=split_sequence_length,
         offset=split_offset_of,
-    log:
-        f"{LOG_EXP}/split.log",
-    benchmark:
-        f"{BENCH_EXP}/split.tsv"
-    conda:
-        LEOD_ENV
     shell:
         "leod split --data results/data/{wildcards.dataset} --setting {wildcards.setting}"
         " --ratio {wildcards.ratio} --offset {params.offset} --sequence-length {params.sequence_length}"

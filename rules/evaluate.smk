@@ -1,6 +1,7 @@
 """Evaluation: every trained round's model on the test split; tables and plots over all evaluated rounds; the
 ablation tables (variants vs. their base: mAP, pseudo-label quality and time; `snakemake ablation`);
-prediction videos on request (a target such as results/videos/synth/wsod_0.1/round1/<test sequence>.mp4)."""
+prediction videos on request (a target such as results/videos/synth/wsod_0.1/round1/<test sequence>.mp4).
+"""
 
 
 rule evaluate:
@@ -8,18 +9,18 @@ rule evaluate:
         model=round_model,
         data=DATA_MARKER,
     output:
-        f"{ROUND}/eval/test_metrics.json",
-    params:
-        args=evaluate_args,
+        f"{ROUND}/{METRICS_FILE}",
     log:
-        f"{LOG_ROUND}/eval.log",
+        log_path(f"{ROUND_JOB}/eval"),
     benchmark:
-        f"{BENCH_ROUND}/eval.tsv"
+        benchmark_path(f"{ROUND_JOB}/eval")
+    conda:
+        LEOD_ENV
     threads: config["threads"]["evaluate"]
     resources:
         gpu=1,
-    conda:
-        LEOD_ENV
+    params:
+        args=evaluate_args,
     shell:
         "OMP_NUM_THREADS={threads} leod --no-progress evaluate --checkpoint {input.model}"
         " --data results/data/{wildcards.dataset} --split test --out {output} {params.args} > {log} 2>&1"
@@ -29,41 +30,51 @@ rule tables:
     input:
         *EXPERIMENT_TARGETS,
     output:
-        *[report(path, caption="report/tables.rst", category="Tables") for path in TABLES],
-        plots=report(directory("results/plots"), patterns=["{name}.png"], caption="report/plots.rst",
-                     category="Plots"),
-    params:
-        out_dir=tables_dir,
+        *[
+            report(path, caption="report/tables.rst", category="Tables")
+            for path in TABLES
+        ],
+        plots=report(
+            directory(PLOTS_DIR),
+            patterns=["{name}.png"],
+            caption="report/plots.rst",
+            category="Plots",
+        ),
     log:
-        "logs/tables/tables.log",
+        log_path("tables/tables"),
     benchmark:
-        "benchmarks/tables/tables.tsv"
+        benchmark_path("tables/tables")
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        out_dir=tables_dir,
     shell:
-        "leod --no-progress tables --write paper --results results --out {params.out_dir} --plots {output.plots}"
-        " > {log} 2>&1"
+        f"leod --no-progress tables --write paper --results {RESULTS_DIR} --out {{params.out_dir}}"
+        " --plots {output.plots} > {log} 2>&1"
 
 
 rule ablation_tables:
     input:
         *ABLATION_TARGETS,
     output:
-        *[report(path, caption="report/ablation.rst", category="Tables") for path in ABLATION_TABLES],
-    params:
-        out_dir=tables_dir,
-        datasets=" ".join(ABLATION_DATASETS),
+        *[
+            report(path, caption="report/ablation.rst", category="Tables")
+            for path in ABLATION_TABLES
+        ],
     log:
-        "logs/tables/ablation.log",
+        log_path("tables/ablation"),
     benchmark:
-        "benchmarks/tables/ablation.tsv"
+        benchmark_path("tables/ablation")
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        out_dir=tables_dir,
+        datasets=" ".join(ABLATION_DATASETS),
     shell:
-        "leod --no-progress tables --write ablation --datasets {params.datasets} --results results"
-        " --benchmarks benchmarks --out {params.out_dir} > {log} 2>&1"
+        f"leod --no-progress tables --write ablation --datasets {{params.datasets}} --results {RESULTS_DIR}"
+        f" --benchmarks {BENCHMARKS_DIR} --out {{params.out_dir}} > {{log}} 2>&1"
 
 
 rule video:
@@ -71,20 +82,20 @@ rule video:
         model=round_model,
         data=DATA_MARKER,
     output:
-        f"results/videos/{{dataset}}/{EXPERIMENT_NAME}/round{{round}}/{{sequence}}.mp4",
-    params:
-        args=video_args,
+        result_path(f"videos/{ROUND_JOB}/{{sequence}}.mp4"),
     log:
-        f"logs/videos/{{dataset}}/{EXPERIMENT_NAME}/round{{round}}/{{sequence}}.log",
+        log_path(f"videos/{ROUND_JOB}/{{sequence}}"),
     benchmark:
-        f"benchmarks/videos/{{dataset}}/{EXPERIMENT_NAME}/round{{round}}/{{sequence}}.tsv"
+        benchmark_path(f"videos/{ROUND_JOB}/{{sequence}}")
     wildcard_constraints:
         sequence=r"[^/]+",
+    conda:
+        LEOD_ENV
     threads: config["threads"]["evaluate"]
     resources:
         gpu=1,
-    conda:
-        LEOD_ENV
+    params:
+        args=video_args,
     shell:
         "OMP_NUM_THREADS={threads} leod --no-progress visualize --checkpoint {input.model}"
         " --data results/data/{wildcards.dataset} --split test --sequence {wildcards.sequence} --out {output}"

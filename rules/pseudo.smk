@@ -1,5 +1,6 @@
-"""Pseudo labels for round r >= 1, from round r-1's model: shard list (checkpoint) -> one pseudo-label job per
-shard (1 GPU each; 4-view TTA + tracker) -> merge -> label quality -> gate (checkpoint; with rule no_drop it also
+"""Pseudo labels for round r >= 1, from round r-1's model: shard list (checkpoint; the one place that assigns
+the sequences to shards) -> one pseudo-label job per shard, reading its sequences from the list (1 GPU each; 4-view
+TTA + tracker) -> merge, checked against the list -> label quality -> gate (checkpoint; with rule no_drop it also
 reads round r-1's label quality).
 
 A shard job's declared output is its shard.json, written last: the shard directory of a killed job survives
@@ -12,18 +13,18 @@ checkpoint shard_list:
         data=DATA_MARKER,
         split=split_file,
     output:
-        f"{ROUND}/pseudo/shard_list.json",
-    params:
-        args=shard_list_args,
+        SHARD_LIST,
     log:
-        f"{LOG_ROUND}/pseudo/shard_list.log",
+        log_path(f"{ROUND_JOB}/pseudo/shard_list"),
     benchmark:
-        f"{BENCH_ROUND}/pseudo/shard_list.tsv"
+        benchmark_path(f"{ROUND_JOB}/pseudo/shard_list")
     wildcard_constraints:
         round=SELF_TRAINING_ROUND,
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        args=shard_list_args,
     shell:
         "python -m leod_core.workflow shard-list --data results/data/{wildcards.dataset} --split {input.split}"
         " {params.args} --out {output} > {log} 2>&1"
@@ -34,53 +35,52 @@ rule pseudo_label:
         model=previous_model,
         data=DATA_MARKER,
         split=split_file,
-        shard_list=f"{ROUND}/pseudo/shard_list.json",
+        shard_list=SHARD_LIST,
         config=f"{ROUND}/pseudo_config.yaml",
     output:
-        manifest=f"{ROUND}/pseudo/shards/{{shard}}/shard.json",
-    params:
-        shard_dir=shard_dir_of,
-        num_shards=listed_shard_count,
-        args=pseudo_args,
+        manifest=f"{SHARD_DIR}/shard.json",
     log:
-        f"{LOG_ROUND}/pseudo/shards/{{shard}}.log",
+        log_path(f"{ROUND_JOB}/{SHARDS_DIR}/{{shard}}"),
     benchmark:
-        f"{BENCH_ROUND}/pseudo/shards/{{shard}}.tsv"
+        benchmark_path(f"{ROUND_JOB}/{SHARDS_DIR}/{{shard}}")
     wildcard_constraints:
         round=SELF_TRAINING_ROUND,
+    conda:
+        LEOD_ENV
     threads: config["threads"]["pseudo_label"]
     resources:
         gpu=1,
-    conda:
-        LEOD_ENV
+    params:
+        shard_dir=shard_dir_of,
+        args=pseudo_args,
     shell:
         "(python -m leod_core.workflow prepare-resume --dir {params.shard_dir} --extra 'shard {wildcards.shard}'"
         " --input model={input.model} split={input.split} shard_list={input.shard_list} config={input.config}"
         " && OMP_NUM_THREADS={threads} leod --no-progress pseudo-label --checkpoint {input.model}"
         " --data results/data/{wildcards.dataset} --split {input.split} --out {params.shard_dir}"
-        " --shard {wildcards.shard} --num-shards {params.num_shards} --config {input.config} {params.args}"
+        " --shard-list {input.shard_list} --shard {wildcards.shard} --config {input.config} {params.args}"
         ") > {log} 2>&1"
 
 
 rule merge_pseudo:
     input:
         shards=shard_manifests,
+        shard_list=SHARD_LIST,
         data=DATA_MARKER,
     output:
         directory(f"{ROUND}/pseudo/dataset"),
-    params:
-        shard_dirs=shard_dirs,
-        num_shards=shard_count,
     log:
-        f"{LOG_ROUND}/pseudo/merge.log",
+        log_path(f"{ROUND_JOB}/pseudo/merge"),
     benchmark:
-        f"{BENCH_ROUND}/pseudo/merge.tsv"
+        benchmark_path(f"{ROUND_JOB}/pseudo/merge")
     wildcard_constraints:
         round=SELF_TRAINING_ROUND,
     conda:
         LEOD_ENV
+    params:
+        shard_dirs=shard_dirs,
     shell:
-        "leod --no-progress merge-shards --shards {params.shard_dirs} --num-shards {params.num_shards}"
+        "leod --no-progress merge-shards --shard-list {input.shard_list} --shards {params.shard_dirs}"
         " --data results/data/{wildcards.dataset} --out {output} > {log} 2>&1"
 
 
@@ -90,17 +90,17 @@ rule label_quality:
         data=DATA_MARKER,
         split=split_file,
     output:
-        f"{ROUND}/pseudo/quality.json",
-    params:
-        args=quality_args,
+        f"{ROUND}/{QUALITY_FILE}",
     log:
-        f"{LOG_ROUND}/pseudo/quality.log",
+        log_path(f"{ROUND_JOB}/pseudo/quality"),
     benchmark:
-        f"{BENCH_ROUND}/pseudo/quality.tsv"
+        benchmark_path(f"{ROUND_JOB}/pseudo/quality")
     wildcard_constraints:
         round=SELF_TRAINING_ROUND,
     conda:
         LEOD_ENV
+    params:
+        args=quality_args,
     shell:
         "leod --no-progress label-quality --pseudo-data {input.pseudo} --data results/data/{wildcards.dataset}"
         " --split {input.split} --out {output} {params.args} > {log} 2>&1"
@@ -108,21 +108,21 @@ rule label_quality:
 
 checkpoint gate:
     input:
-        quality=f"{ROUND}/pseudo/quality.json",
+        quality=f"{ROUND}/{QUALITY_FILE}",
         previous=previous_quality,
     output:
-        report(f"{ROUND}/gate.json", caption="report/gate.rst", category="Gates"),
-    params:
-        args=gate_args,
+        report(f"{ROUND}/{GATE_FILE}", caption="report/gate.rst", category="Gates"),
     log:
-        f"{LOG_ROUND}/gate.log",
+        log_path(f"{ROUND_JOB}/gate"),
     benchmark:
-        f"{BENCH_ROUND}/gate.tsv"
+        benchmark_path(f"{ROUND_JOB}/gate")
     wildcard_constraints:
         round=SELF_TRAINING_ROUND,
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        args=gate_args,
     shell:
         "python -m leod_core.workflow gate --quality {input.quality} --round {wildcards.round} {params.args}"
         " --out {output} > {log} 2>&1"

@@ -8,17 +8,17 @@ Snakemake never deletes it, so a killed training job resumes from it when rerun.
 rule job_config:
     output:
         f"{ROUND}/{{kind}}_config.yaml",
-    params:
-        config=job_config_json,
     log:
-        f"{LOG_ROUND}/{{kind}}_config.log",
+        log_path(f"{ROUND_JOB}/{{kind}}_config"),
     benchmark:
-        f"{BENCH_ROUND}/{{kind}}_config.tsv"
+        benchmark_path(f"{ROUND_JOB}/{{kind}}_config")
     wildcard_constraints:
         kind="train|pseudo",
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        config=job_config_json,
     shell:
         "python -m leod_core.workflow write-config --json {params.config} --out {output} > {log} 2>&1"
 
@@ -30,21 +30,21 @@ rule train_round0:
         config=f"{ROUND}/train_config.yaml",
     output:
         model=f"{ROUND}/model.ckpt",
-    params:
-        out_dir=output_dir,
-        state_dir=train_state_dir,
     log:
-        f"{LOG_ROUND}/train.log",
+        log_path(f"{ROUND_JOB}/train"),
     benchmark:
-        f"{BENCH_ROUND}/train.tsv"
+        benchmark_path(f"{ROUND_JOB}/train")
     wildcard_constraints:
         round="0",
         dataset=TRAINED_ROUND0_DATASET,
+    conda:
+        LEOD_ENV
     threads: config["threads"]["train"]
     resources:
         gpu=train_gpus,
-    conda:
-        LEOD_ENV
+    params:
+        out_dir=output_dir,
+        state_dir=train_state_dir,
     shell:
         "(python -m leod_core.workflow prepare-resume --dir {params.state_dir}"
         " --input data={input.data} split={input.split} config={input.config}"
@@ -54,24 +54,25 @@ rule train_round0:
 
 rule import_round0:
     """Round 0 of an experiment with `round0: {weights: ...}`: RVT's / LEOD's released checkpoint imported into the
-    experiment's model (its size and class count must match; the checkpoint's pickled objects never run)."""
+    experiment's model (its size and class count must match; the checkpoint's pickled objects never run).
+    """
     input:
         weights=released_weights_file,
         data=DATA_MARKER,
         config=f"{ROUND}/train_config.yaml",
     output:
         model=f"{ROUND}/model.ckpt",
-    params:
-        checksum=released_weights_checksum,
     log:
-        f"{LOG_ROUND}/import.log",
+        log_path(f"{ROUND_JOB}/import"),
     benchmark:
-        f"{BENCH_ROUND}/import.tsv"
+        benchmark_path(f"{ROUND_JOB}/import")
     wildcard_constraints:
         round="0",
         dataset=IMPORTED_ROUND0_DATASET,
     conda:
         LEOD_ENV
+    params:
+        checksum=released_weights_checksum,
     shell:
         "leod --no-progress import-checkpoint --checkpoint {input.weights:q} {params.checksum}"
         " --config {input.config} --data results/data/{wildcards.dataset} --out {output.model} > {log} 2>&1"
@@ -79,21 +80,22 @@ rule import_round0:
 
 rule download_round0_weights:
     """Released weights given by URL -> results/downloads/weights/ (resumable, checksum-checked, kept across reruns).
-    A local rule, like the dataset downloads: login nodes have the internet access compute nodes lack."""
+    A local rule, like the dataset downloads: login nodes have the internet access compute nodes lack.
+    """
     output:
-        "results/downloads/weights/{file}",     # {file}: the URL's host and path
-    params:
-        url=weights_url,
-        checksum=weights_checksum,
+        "results/downloads/weights/{file}",  # {file}: the URL's host and path
     log:
-        "logs/downloads/weights/{file}.log",
+        log_path("downloads/weights/{file}"),
     benchmark:
-        "benchmarks/downloads/weights/{file}.tsv"
+        benchmark_path("downloads/weights/{file}")
     wildcard_constraints:
         file=r".+",
     localrule: True
     conda:
         LEOD_ENV
+    params:
+        url=weights_url,
+        checksum=weights_checksum,
     shell:
         "leod --no-progress download --url {params.url:q} {params.checksum} --archive {output:q} > {log} 2>&1"
 
@@ -106,22 +108,22 @@ rule train_self:
         init=init_weights,
     output:
         model=f"{ROUND}/model.ckpt",
+    log:
+        log_path(f"{ROUND_JOB}/train"),
+    benchmark:
+        benchmark_path(f"{ROUND_JOB}/train")
+    wildcard_constraints:
+        round=SELF_TRAINING_ROUND,
+    conda:
+        LEOD_ENV
+    threads: config["threads"]["train"]
+    resources:
+        gpu=train_gpus,
     params:
         out_dir=output_dir,
         state_dir=train_state_dir,
         init=init_weights_args,
         init_input=init_weights_resume_input,
-    log:
-        f"{LOG_ROUND}/train.log",
-    benchmark:
-        f"{BENCH_ROUND}/train.tsv"
-    wildcard_constraints:
-        round=SELF_TRAINING_ROUND,
-    threads: config["threads"]["train"]
-    resources:
-        gpu=train_gpus,
-    conda:
-        LEOD_ENV
     shell:
         "(python -m leod_core.workflow prepare-resume --dir {params.state_dir}"
         " --input pseudo={input.pseudo}/pseudo_summary.json config={input.config} {params.init_input}"

@@ -1,7 +1,7 @@
 """The sample / batch contract of the training loaders (LEOD's ``LoaderDataDictGenX`` and its collation).
 
 Shapes: ``L`` time steps (the dataset ``sequence_length``), ``B`` samples, ``C = 20`` stacked-histogram
-channels, ``H x W`` the loaded resolution (the sensor's, or half of it for ``downsample_by_2``; inputs are
+channels, ``H x W`` the loaded resolution (the sensor's, or half of it for ``downsampled_by_2``; inputs are
 *not* padded here, the model pads them). Labels are ``Tensor[N, 8]`` rows
 ``[t, x, y, w, h, class_id, class_confidence, objectness]`` (see :mod:`leod_core.data.label_tensors`) in
 the coordinates of the loaded ``H x W`` frame, or ``None`` where a step has no (kept) label.

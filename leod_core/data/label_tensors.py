@@ -13,6 +13,8 @@ Every function returns a new tensor and never modifies its input. Boxes that bec
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -139,3 +141,24 @@ def is_pseudo(labels: Tensor) -> Tensor:
 def is_ignore(labels: Tensor, ignore_class_id: int = IGNORE_CLASS_ID) -> Tensor:
     """Bool ``[N]``: ignore boxes (``class_id == 1024``)."""
     return labels[:, CLASS_ID] == ignore_class_id
+
+
+def passes_class_thresholds(class_id: Tensor, objectness: Tensor, class_confidence: Tensor,
+                            obj_thresh: Sequence[float], cls_thresh: Sequence[float]) -> Tensor:
+    """LEOD's per-class score filter (``filter_w_thresh`` / ``filter_bbox``): ``Tensor[N]`` bool, true where
+    ``objectness > obj_thresh[c]`` and ``class_confidence > cls_thresh[c]`` (strict, compared in float32) for the
+    row's class ``c``; a class outside ``0 .. len(obj_thresh) - 1`` (e.g. the ignore class 1024) never passes.
+
+    Args:
+        class_id, objectness, class_confidence: ``Tensor[N]`` (any float/int dtype, one device).
+        obj_thresh, cls_thresh: one threshold per class, class-id order.
+    """
+    if len(obj_thresh) != len(cls_thresh) or not obj_thresh:
+        raise ValueError(f"need one objectness and one class threshold per class, got {obj_thresh}, {cls_thresh}")
+    num_classes = len(obj_thresh)
+    cid = class_id.long()
+    safe = cid.clamp(0, num_classes - 1)
+    t_obj = torch.as_tensor(obj_thresh, dtype=torch.float32, device=cid.device)[safe]
+    t_cls = torch.as_tensor(cls_thresh, dtype=torch.float32, device=cid.device)[safe]
+    valid = (cid >= 0) & (cid < num_classes)
+    return valid & (objectness.float() > t_obj) & (class_confidence.float() > t_cls)

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from leod_core.data.augment import AugmentConfig
 from leod_core.data.batch import Batch, merge_mixed_batches
+from leod_core.data.cameras import DEFAULT_CAMERA, get_camera
 from leod_core.data.formats import PathLike
 from leod_core.data.sequence import SequenceReader
 from leod_core.data.splits import LabelSplit, read_split
@@ -50,6 +51,8 @@ __all__ = ["SAMPLINGS", "MixedLoader", "RandomAccessDataset", "StreamingDataset"
 
 SAMPLINGS = ("random", "stream", "mixed")
 TRAIN_DIR = "train"
+#: The camera whose resolution handling and time-flip shift are the loader's defaults (LEOD's Gen1).
+_DEFAULT = get_camera(DEFAULT_CAMERA)
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -161,8 +164,9 @@ def _loader_kwargs(num_workers: int, generator: torch.Generator, persistent_work
 
 def build_train_loader(data_dir: PathLike, split: LabelSplit | PathLike | None, sampling: str, batch_size: int,
                        sequence_length: int, num_workers: int = 0, aug_config: AugmentConfig | None = AugmentConfig(),
-                       w_stream: float = 1.0, w_random: float = 1.0, downsample_by_2: bool = False,
-                       tflip_offset: int = -1, seed: int = 0, *, resolution_hw: tuple[int, int] | None = None,
+                       w_stream: float = 1.0, w_random: float = 1.0,
+                       downsampled_by_2: bool = _DEFAULT.downsampled_by_2, tflip_offset: int = _DEFAULT.tflip_offset,
+                       seed: int = 0, *, resolution_hw: tuple[int, int] | None = None,
                        ev_dtype: torch.dtype = torch.float32, persistent_workers: bool = False,
                        pin_memory: bool = False
                        ) -> DataLoader | MixedLoader:
@@ -173,12 +177,13 @@ def build_train_loader(data_dir: PathLike, split: LabelSplit | PathLike | None, 
         split: label split (object or JSON path); ``None`` uses every labeled frame (pseudo-label datasets).
         sampling: ``'random'``, ``'stream'`` or ``'mixed'``.
         batch_size: total ``B`` (split into stream + random for ``'mixed'``).
-        sequence_length: ``L`` (LEOD: 21 gen1, 5 gen4, 10 gen4 label-efficient).
+        sequence_length: ``L`` (the camera's ``sequence_length``; LEOD: 21 gen1, 5 gen4, 10 gen4 label-efficient).
         num_workers: total DataLoader workers (split for ``'mixed'``).
         aug_config: augmentation; ``None`` for none. Default: LEOD's label-efficient probabilities.
         w_stream, w_random: mixed-sampling weights.
-        downsample_by_2: read the ``_ds2_nearest`` representations, halve the boxes (gen4).
-        tflip_offset: label shift of time-flipped samples (LEOD gen1 -1, gen4 -2).
+        downsampled_by_2: read the ``_ds2_nearest`` representations, halve the boxes (the camera's
+            ``downsampled_by_2``: gen4).
+        tflip_offset: label shift of time-flipped samples (the camera's ``tflip_offset``: gen1 -1, gen4 -2).
         seed: seeds each DataLoader's ``generator``, which drives the shuffling and the augmentation (in the
             main process directly, in workers through the worker seeds): reseeding ``loader.generator`` (both
             loaders' for ``'mixed'``) before a pass makes that pass reproducible.
@@ -192,7 +197,7 @@ def build_train_loader(data_dir: PathLike, split: LabelSplit | PathLike | None, 
     if sequence_length < 1 or batch_size < 1 or num_workers < 0:
         raise ValueError("sequence_length and batch_size must be positive and num_workers non-negative")
     selected = select_sequences(data_dir, _as_split(split))
-    readers = [SequenceReader(s.path, downsample_by_2=downsample_by_2, kept_frames=s.kept_frames,
+    readers = [SequenceReader(s.path, downsampled_by_2=downsampled_by_2, kept_frames=s.kept_frames,
                               resolution_hw=resolution_hw) for s in selected]
     rnd_aug = aug_config.random if aug_config is not None else None
     str_aug = aug_config.stream if aug_config is not None else None

@@ -12,10 +12,8 @@ import dataclasses
 import json
 import logging
 import math
-import types
-import typing
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,56 +21,27 @@ from tqdm import tqdm
 
 from leod_core.data import formats
 from leod_core.data.atomic import write_text_atomic
+from leod_core.data.cameras import (DEFAULT_CAMERA, BoxFilterConfig, Camera, CameraView, check_field_types,
+                                    get_camera)
 from leod_core.data.formats import SPLITS, FormatError, SequenceLabels, SequencePaths
 from leod_core.data.representation import downsample_by_2_nearest, stacked_histogram
 
 log = logging.getLogger(__name__)
 
 _BBOX_SUFFIX = "_bbox.npy"
-#: Value types accepted for a field annotated with a type (an int is a valid float setting, a bool is not).
-_ACCEPTED_TYPES = {float: (int, float), int: (int,), bool: (bool,), type(None): (type(None),)}
-
-
-def check_field_types(config: object) -> None:
-    """Raise ``ValueError`` naming the first field of dataclass ``config`` whose value is not of its annotated
-    type (``int``, ``float``, ``bool``, ``X | None`` or a nested dataclass), e.g. ``nbins: "ten"`` in a YAML
-    override."""
-    hints = typing.get_type_hints(type(config))
-    for item in dataclasses.fields(config):
-        annotation = hints[item.name]
-        options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-        accepted = tuple(t for option in options for t in _ACCEPTED_TYPES.get(option, (option,)))
-        value = getattr(config, item.name)
-        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
-            expected = " or ".join("None" if option is type(None) else getattr(option, "__name__", str(option))
-                                   for option in options)
-            raise ValueError(f"{type(config).__name__}.{item.name} must be {expected}, got {value!r}")
-
-
-@dataclass(frozen=True)
-class BoxFilterConfig:
-    """RVT's label filters (``conf_preprocess/filter_gen{1,4}.yaml``); sizes in sensor pixels."""
-
-    apply_prophesee_filter: bool = True   # diag >= min_box_diag and both sides >= min_box_side
-    min_box_diag: float = 30.0            # gen1 30, gen4 60
-    min_box_side: float = 10.0            # gen1 10, gen4 20
-    conservative_min_side: float = 5.0    # used instead of the Prophesee filter when it is off
-    apply_huge_box_filter: bool = True    # train split only: drop boxes wider than the fraction below
-    huge_box_max_width_frac: float = 0.9
-    max_class_id: int | None = None       # gen4 keeps classes 0..2 (pedestrian, two-wheeler, car)
-
-    def __post_init__(self) -> None:
-        check_field_types(self)
+#: The camera whose settings are :class:`PreprocessConfig`'s defaults.
+_DEFAULT = get_camera(DEFAULT_CAMERA)
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Preprocessing settings; defaults are RVT's for Gen1 (stacked histogram, dt 50 ms, 10 bins)."""
+    """Preprocessing settings; defaults are RVT's for Gen1 (stacked histogram, dt 50 ms, 10 bins). The camera's
+    fields come from the camera registry (:func:`preset_for_camera`)."""
 
-    default_height: int = 240             # sensor size when the raw file stores none (gen1 240x304)
-    default_width: int = 304
-    gen4_style_names: bool = False        # raw events named {seq}_td.h5 (gen4) instead of {seq}_td.dat.h5
-    label_period_us: int | None = 250_000  # gen1 4 Hz; None derives it from the label rate as for gen4
+    default_height: int = _DEFAULT.sensor_height   # sensor size (px) when the raw file stores none
+    default_width: int = _DEFAULT.sensor_width
+    gen4_style_names: bool = _DEFAULT.raw_td_h5_names   # raw events named {seq}_td.h5 instead of {seq}_td.dat.h5
+    label_period_us: int | None = _DEFAULT.label_period_us   # None derives it from the label rate (RVT's 1Mpx rule)
     align_t_us: int = 100_000             # labels before this time are dropped
     label_jitter_us: int = 2_000
     repr_step_us: int = 50_000            # spacing of representations before the first label frame
@@ -80,24 +49,23 @@ class PreprocessConfig:
     repr_window_us: int = 50_000          # each representation covers (end - window, end]
     nbins: int = 10
     count_cutoff: int = 10
-    downsample_by_2: bool = False         # gen4: write event_representations_ds2_nearest.h5 at half size
-    box_filter: BoxFilterConfig = field(default_factory=BoxFilterConfig)
+    downsampled_by_2: bool = _DEFAULT.downsampled_by_2   # write event_representations_ds2_nearest.h5 at half size
+    box_filter: BoxFilterConfig = _DEFAULT.label_filter
 
     def __post_init__(self) -> None:
         check_field_types(self)
 
 
-PRESETS: dict[str, PreprocessConfig] = {
-    "gen1": PreprocessConfig(),
-    "gen4": PreprocessConfig(
-        default_height=720, default_width=1280, gen4_style_names=True, label_period_us=None,
-        downsample_by_2=True,
-        box_filter=BoxFilterConfig(apply_prophesee_filter=False, min_box_diag=60.0, min_box_side=20.0,
-                                   max_class_id=2)),
-    "synth": PreprocessConfig(
-        default_height=64, default_width=96,
-        box_filter=BoxFilterConfig(apply_prophesee_filter=False)),
-}
+def preset_for_camera(camera: Camera) -> PreprocessConfig:
+    """RVT's preprocessing of a registered camera: its sensor size, raw file names, label period, downsampling
+    and label filter over the Gen1 representation settings."""
+    return PreprocessConfig(default_height=camera.sensor_height, default_width=camera.sensor_width,
+                            gen4_style_names=camera.raw_td_h5_names, label_period_us=camera.label_period_us,
+                            downsampled_by_2=camera.downsampled_by_2, box_filter=camera.label_filter)
+
+
+#: Preprocessing preset by camera name (``leod preprocess --preset``): a read-only view of the camera registry.
+PRESETS = CameraView(preset_for_camera)
 
 
 class NoLabelsError(Exception):
@@ -201,13 +169,13 @@ def write_event_representations(events: formats.RawEvents, repr_ts: np.ndarray, 
     stops = np.searchsorted(events.t, repr_ts, side="right")
     starts = np.searchsorted(events.t, repr_ts - cfg.repr_window_us, side="left")
     height, width = events.height, events.width
-    out_hw = (height // 2, width // 2) if cfg.downsample_by_2 else (height, width)
+    out_hw = (height // 2, width // 2) if cfg.downsampled_by_2 else (height, width)
     with formats.EventReprWriter(out_file, 2 * cfg.nbins, *out_hw) as writer:
         for start, stop in zip(starts, stops):
             window = slice(start, stop)
             frame = stacked_histogram(events.x[window], events.y[window], events.p[window], events.t[window],
                                       height, width, cfg.nbins, cfg.count_cutoff)
-            if cfg.downsample_by_2:
+            if cfg.downsampled_by_2:
                 frame = downsample_by_2_nearest(frame)
             writer.append(frame[None])
 
@@ -222,7 +190,7 @@ def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, spli
     The HDF5 file is written last, so its presence marks a complete sequence; complete sequences are skipped.
     """
     paths = SequencePaths(out_dir)
-    h5_file = paths.ev_repr_file(cfg.downsample_by_2)
+    h5_file = paths.ev_repr_file(cfg.downsampled_by_2)
     if h5_file.is_file() and paths.labels.is_file():
         return "skipped"
     boxes = formats.read_raw_boxes(boxes_file)

@@ -1,8 +1,10 @@
 """One preprocessed training sequence and LEOD's two ways of cutting it into samples.
 
-* :class:`SequenceReader` (LEOD ``SequenceBase``): representations (HDF5 opened lazily, once per process),
-  labels as ``Tensor[N, 8]`` per labeled frame (clamped to the sensor frame, halved for ``_ds2`` data), and
-  the split of labeled frames into *kept* (training labels) and *skipped* (withheld ground truth).
+* :class:`SequenceReader` (LEOD ``SequenceBase``): representations (HDF5 opened lazily, once per process,
+  or streamed chunk by chunk with :meth:`SequenceReader.iter_chunks`, optionally reversed and read ahead in a
+  background thread), labels as ``Tensor[N, 8]`` per labeled frame (clamped to the sensor frame, halved for
+  ``_ds2`` data), and the split of labeled frames into *kept* (training labels) and *skipped* (withheld ground
+  truth).
 * :class:`RandomAccessSequence` (LEOD ``SequenceForRandomAccess``): the ``L`` representations ending at a
   labeled frame, with LEOD's time-flip indexing.
 * :class:`StreamSequence` (LEOD ``SequenceForIter``): consecutive chunks of ``L`` representations.
@@ -17,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from concurrent.futures import Executor, Future, wait
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -27,8 +30,8 @@ from torch import Tensor
 
 from leod_core.data import label_tensors as lt
 from leod_core.data.batch import Sample
-from leod_core.data.formats import (FormatError, PathLike, SequencePaths, open_event_repr,
-                                    read_labels, read_objframe_idx_2_repr_idx)
+from leod_core.data.formats import (FormatError, PathLike, SequencePaths, open_event_repr, read_labels,
+                                    read_objframe_idx_2_repr_idx, read_timestamps_us)
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +69,34 @@ class SequenceReader:
 
     Args:
         root: the sequence directory.
-        downsample_by_2: read ``event_representations_ds2_nearest.h5`` and halve the boxes (LEOD gen4).
+        downsampled_by_2: read ``event_representations_ds2_nearest.h5`` and halve the boxes (LEOD gen4).
         kept_frames: objframe indices whose ground truth is kept for training (from the label split);
             ``None`` keeps every labeled frame. The other labeled frames become skipped labels.
         resolution_hw: sensor resolution the boxes are clamped to; default: the file's frame size, doubled
-            when ``downsample_by_2``.
+            when ``downsampled_by_2``.
+        load_labels: read ``labels.npz`` (False: representations and the labeled-frame indices only, for
+            inference; :meth:`frame_labels` and the methods built on it then raise).
     """
 
-    def __init__(self, root: PathLike, *, downsample_by_2: bool = False, kept_frames: Sequence[int] | None = None,
-                 resolution_hw: tuple[int, int] | None = None):
+    def __init__(self, root: PathLike, *, downsampled_by_2: bool = False, kept_frames: Sequence[int] | None = None,
+                 resolution_hw: tuple[int, int] | None = None, load_labels: bool = True):
         root = Path(root)
         paths = SequencePaths(root)
+        self.root = root
         self.name = root.name
-        self.ev_repr_file = paths.ev_repr_file(downsample_by_2)
+        self._paths = paths
+        self.ev_repr_file = paths.ev_repr_file(downsampled_by_2)
         with open_event_repr(self.ev_repr_file) as h5:
             num_reprs, self.channels, height, width = h5["data"].shape
         self.num_reprs = int(num_reprs)
         self.frame_hw = (int(height), int(width))
         if resolution_hw is None:
-            resolution_hw = (2 * height, 2 * width) if downsample_by_2 else (height, width)
+            resolution_hw = (2 * height, 2 * width) if downsampled_by_2 else (height, width)
         self.resolution_hw = tuple(resolution_hw)
         self.objframe_idx_2_repr_idx = read_objframe_idx_2_repr_idx(paths.objframe_idx_2_repr_idx, self.num_reprs)
-        self._read_labels(paths.labels, downsample_by_2)
+        self._rows: Tensor | None = None
+        if load_labels:
+            self._read_labels(paths.labels, downsampled_by_2)
         self.repr_to_frame = {int(r): i for i, r in enumerate(self.objframe_idx_2_repr_idx)}
         num_frames = self.num_frames
         if kept_frames is None:
@@ -101,7 +110,7 @@ class SequenceReader:
         #: LEOD's ``skip_label``: some ground truth is withheld.
         self.skip_label = len(kept) != num_frames
 
-    def _read_labels(self, path: Path, downsample_by_2: bool) -> None:
+    def _read_labels(self, path: Path, downsampled_by_2: bool) -> None:
         seq_labels = read_labels(path)
         num_frames = len(self.objframe_idx_2_repr_idx)
         if seq_labels.num_frames != num_frames:
@@ -117,7 +126,7 @@ class SequenceReader:
             log.warning("%s: %d of %d boxes are empty or lie entirely outside the %dx%d sensor frame: dropped",
                         path, len(rows) - len(clamped), len(rows), *self.resolution_hw)
         rows = clamped
-        if downsample_by_2:
+        if downsampled_by_2:
             rows = lt.scale(rows, 0.5, self.resolution_hw)[0]
         frame_ids = rows[:, -1].long().numpy()
         self._rows = rows[:, :lt.NUM_FIELDS].contiguous()
@@ -129,6 +138,8 @@ class SequenceReader:
 
     def frame_labels(self, objframe_idx: int) -> Tensor:
         """``Tensor[N, 8]`` (a copy) of labeled frame ``objframe_idx``, in loaded-frame coordinates."""
+        if self._rows is None:
+            raise RuntimeError(f"{self.name}: opened with load_labels=False")
         return self._rows[self._row_bounds[objframe_idx]:self._row_bounds[objframe_idx + 1]].clone()
 
     def labels_in_range(self, start: int, stop: int, shift: int = 0) -> tuple[list[Tensor | None], list[Tensor | None]]:
@@ -144,6 +155,65 @@ class SequenceReader:
             labels.append(lab if kept else None)
             skipped.append(None if kept else lab)
         return labels, skipped
+
+    def read_timestamps_us(self) -> np.ndarray:
+        """int64 [T]: end time (µs) of every representation (``timestamps_us.npy``)."""
+        ts = read_timestamps_us(self._paths.repr_timestamps)
+        if len(ts) != self.num_reprs:
+            raise FormatError(self._paths.repr_timestamps, f"{len(ts)} timestamps for {self.num_reprs} representations")
+        return ts
+
+    def stream_start(self, sequence_length: int, start_from_zero: bool = False) -> int:
+        """First representation of a whole-sequence stream: ``max(first_labeled_repr - L + 1, 0)`` (RVT / LEOD),
+        or 0 with ``start_from_zero``."""
+        if start_from_zero:
+            return 0
+        return max(int(self.objframe_idx_2_repr_idx[0]) - sequence_length + 1, 0)
+
+    def iter_chunks(self, start: int, stop: int, chunk: int, *, reverse: bool = False,
+                    executor: Executor | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream representations ``[start, stop)`` in chunks of ``chunk``, with a file handle of its own (opened at
+        the first ``next``, closed when the iterator ends or is closed).
+
+        Forward chunks are ``[start, start + chunk), ...``; with ``reverse`` (LEOD's time flip) they are cut from the
+        end, ``[stop - chunk, stop), ...``, their steps run backwards and every representation's channels are
+        reversed (``x.flip(0)``: time bins reversed, polarities swapped). With an ``executor`` the next chunk is
+        read in its thread while the current one is consumed (h5py serialises file access; one read is in
+        flight per iterator, so it holds two chunks).
+
+        Yields:
+            (int64 [n] representation indices in processing order, uint8 [n, C, H, W] representations in that
+            order at the file's (read-frame) resolution), ``n <= chunk``.
+        """
+        if not 0 <= start <= stop <= self.num_reprs or chunk < 1:
+            raise IndexError(f"{self.ev_repr_file}: cannot stream [{start}, {stop}) in chunks of {chunk} "
+                             f"({self.num_reprs} representations)")
+        bounds = range(stop, start, -chunk) if reverse else range(start, stop, chunk)
+        spans = [(max(b - chunk, start), b) if reverse else (b, min(b + chunk, stop)) for b in bounds]
+        with open_event_repr(self.ev_repr_file) as h5:
+            def load(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+                try:
+                    data = h5["data"][a:b]
+                except OSError as err:
+                    raise FormatError(self.ev_repr_file, f"cannot read frames {a}:{b} ({err})") from err
+                if reverse:
+                    return np.arange(b - 1, a - 1, -1, dtype=np.int64), np.ascontiguousarray(data[::-1, ::-1])
+                return np.arange(a, b, dtype=np.int64), data
+
+            if executor is None:
+                for span in spans:
+                    yield load(*span)
+                return
+            pending: Future | None = executor.submit(load, *spans[0]) if spans else None
+            try:
+                for k in range(len(spans)):
+                    current = pending
+                    pending = executor.submit(load, *spans[k + 1]) if k + 1 < len(spans) else None
+                    yield current.result()
+            finally:  # closed early or failed: let the read in flight finish before the file closes
+                if pending is not None:
+                    pending.cancel()
+                    wait([pending])
 
     def read_reprs(self, start: int, stop: int) -> Tensor:
         """uint8 ``Tensor[stop - start, C, H, W]`` of representations ``[start, stop)``."""
@@ -281,7 +351,7 @@ class StreamSequence:
         self.reader = reader
         self.seq_len = sequence_length
         self.tflip_offset = tflip_offset
-        min_start = 0 if start_from_zero else max(int(reader.objframe_idx_2_repr_idx[0]) - sequence_length + 1, 0)
+        min_start = reader.stream_start(sequence_length, start_from_zero)
         start, stop = (min_start, reader.num_reprs) if range_indices is None else range_indices
         if not 0 <= min_start <= start < stop <= reader.num_reprs:
             raise ValueError(f"{reader.name}: bad stream range [{start}, {stop}) (min start {min_start}, "

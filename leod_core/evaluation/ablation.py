@@ -7,6 +7,8 @@ Files read::
     {results_dir}/{dataset}/{experiment}/round{r}/eval/test_metrics.json      # as tables.collect_results reads it
     {benchmarks_dir}/{dataset}/{experiment}/round{r}/pseudo/shards/*.tsv      # Snakemake benchmark files
 
+``{benchmarks_dir}`` is the workflow's ``logs/benchmarks`` (:data:`leod_core.workflow.paths.BENCHMARKS_DIR`).
+
 - ``quality.json``: see :mod:`leod_core.evaluation.tables`; precision and recall at IoU :data:`QUALITY_IOU`.
 - a benchmark file: tab-separated, a header and one row per run, column ``s`` = the job's wall-clock seconds.
   The pseudo-labelling time of a round is the sum over its shard jobs (GPU-seconds on a GPU cluster).
@@ -27,11 +29,10 @@ from leod_core.data.atomic import write_text_atomic
 from leod_core.data.formats import FormatError
 from leod_core.evaluation.tables import (ID_COLUMNS, MISSING_MARK, QUALITY_FILE, SPLIT_COLUMN, PathLike,
                                          collect_results, quality_columns, round_ids, sort_key)
+from leod_core.workflow.paths import ANY_ROUND, SHARD_BENCHMARKS, round_place
 
 #: IoU of the pseudo-label precision and recall shown (the gate's default).
 QUALITY_IOU = 0.5
-#: Benchmark files of a round's pseudo-labelling jobs, under ``{benchmarks_dir}/{dataset}/{experiment}/round{r}``.
-SHARD_BENCHMARKS = "pseudo/shards/*.tsv"
 #: Column of a Snakemake benchmark file holding the wall-clock seconds.
 SECONDS_COLUMN = "s"
 #: Test metrics shown (``test_metrics.json`` key -> column), in percent.
@@ -45,7 +46,7 @@ BASE_NAME = "(base)"
 
 def pseudo_label_seconds(benchmarks_dir: PathLike, dataset: str, experiment: str, round_: int) -> float:
     """Sum of the ``s`` column of a round's pseudo-labelling benchmark files; NaN if there are none."""
-    files = sorted((Path(benchmarks_dir) / dataset / experiment / f"round{round_}").glob(SHARD_BENCHMARKS))
+    files = sorted((Path(benchmarks_dir) / round_place(dataset, experiment, round_)).glob(SHARD_BENCHMARKS))
     if not files:
         return float("nan")
     total = 0.0
@@ -63,7 +64,7 @@ def collect_pseudo_rounds(results_dir: PathLike, benchmarks_dir: PathLike) -> pd
     :data:`QUALITY_IOU` (fractions) and the pseudo-labelling seconds."""
     precision, recall = f"pl_precision@{QUALITY_IOU:g}", f"pl_recall@{QUALITY_IOU:g}"
     rows = []
-    for path in sorted(Path(results_dir).glob(f"*/*/round*/{QUALITY_FILE.as_posix()}")):
+    for path in sorted(Path(results_dir).glob(f"{ANY_ROUND}/{QUALITY_FILE.as_posix()}")):
         ids = round_ids(path.parent.parent, path)
         if ids is None or ids["round"] < 1:
             continue

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from leod_core.data.formats import DATASET_CLASSES
+from leod_core.data.cameras import DOWNSAMPLE_FACTOR, Camera, CameraView, get_camera
 from leod_core.evaluation.coco_backends import PYCOCOTOOLS, CocoBackend, resolve_backend
 
 log = logging.getLogger(__name__)
@@ -37,23 +37,21 @@ _PRED_FIELDS = _GT_FIELDS + ("class_confidence",)
 
 @dataclass(frozen=True)
 class CameraSpec:
-    """Class names and box-size filter of a Prophesee camera at full sensor resolution (px)."""
+    """Class names and box-size filter of a camera at full sensor resolution (px)."""
 
     classes: tuple[str, ...]
     min_box_diag: int
     min_box_side: int
 
 
-#: Gen1 (304×240) and Gen4/1Mpx (1280×720); filter sizes from Prophesee's toolbox and the 1Mpx paper.
-CAMERAS = {
-    "gen1": CameraSpec(classes=DATASET_CLASSES["gen1"], min_box_diag=30, min_box_side=10),
-    "gen4": CameraSpec(classes=DATASET_CLASSES["gen4"], min_box_diag=60, min_box_side=20),
-    # The synthetic camera (64x96 by default): the size limits of its preprocessing (side >= 5, no diagonal
-    # limit beyond what that implies), so evaluation sees the boxes training sees.
-    "synth": CameraSpec(classes=DATASET_CLASSES["synth"], min_box_diag=0, min_box_side=5),
-}
-#: Spatial factor of RVT's downsampled Gen4 data (``downsampled_by_2``): filter sizes are divided by it.
-DOWNSAMPLE_FACTOR = 2
+def camera_spec(camera: Camera) -> CameraSpec:
+    """The evaluation settings of a registry record."""
+    return CameraSpec(classes=camera.classes, min_box_diag=camera.eval_min_box_diag,
+                      min_box_side=camera.eval_min_box_side)
+
+
+#: Evaluation settings by camera name: a read-only view of the camera registry (:mod:`leod_core.data.cameras`).
+CAMERAS = CameraView(camera_spec)
 
 
 @dataclass(frozen=True)
@@ -68,10 +66,9 @@ class EvalProtocol:
 
     @classmethod
     def for_camera(cls, camera: str, downsampled_by_2: bool = False) -> "EvalProtocol":
-        """RVT's settings for ``camera`` ('gen1' | 'gen4'), sizes divided by 2 on downsampled data."""
-        if camera not in CAMERAS:
-            raise ValueError(f"unknown camera {camera!r}, expected one of {tuple(CAMERAS)}")
-        spec = CAMERAS[camera]
+        """RVT's settings for ``camera`` (a registered name), sizes divided by :data:`DOWNSAMPLE_FACTOR` on
+        downsampled data; an unknown camera raises ``ValueError`` listing the known ones."""
+        spec = camera_spec(get_camera(camera))
         diag, side = spec.min_box_diag, spec.min_box_side
         if downsampled_by_2:
             if diag % DOWNSAMPLE_FACTOR or side % DOWNSAMPLE_FACTOR:

@@ -36,7 +36,8 @@ from leod_core.data.atomic import write_text_atomic
 from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, FormatError
 from leod_core.data.sequence import SequenceReader
 from leod_core.evaluation.coco_backends import resolve_backend
-from leod_core.evaluation.detection import CAMERAS, METRIC_KEYS, evaluate_detections
+from leod_core.data.cameras import get_camera
+from leod_core.evaluation.detection import METRIC_KEYS, evaluate_detections
 from leod_core.models.checkpoint import load_model_and_record
 from leod_core.models.inference import (InferenceConfig, SequencePredictions, iter_sequence_predictions,
                                         list_sequences, predictions_to_prophesee)
@@ -84,7 +85,7 @@ def labels_to_prophesee(rows: torch.Tensor) -> np.ndarray:
 
 def load_ground_truth(seq_dir: Path, downsampled_by_2: bool = False) -> SequenceGroundTruth:
     """Ground truth of every labeled frame of ``seq_dir`` as RVT's evaluation loads it (module docstring)."""
-    reader = SequenceReader(seq_dir, downsample_by_2=downsampled_by_2)
+    reader = SequenceReader(seq_dir, downsampled_by_2=downsampled_by_2)
     frames, times = [], np.full(reader.num_frames, -1, dtype=np.int64)
     for i in range(reader.num_frames):
         rows = reader.frame_labels(i)
@@ -168,12 +169,11 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
         (RVT's, imported ones).
     """
     checkpoint, data_dir, out = Path(checkpoint), Path(data_dir), Path(out)
-    if camera not in CAMERAS:
-        raise ValueError(f"unknown camera {camera!r}, expected one of {tuple(CAMERAS)}")
+    camera_classes = get_camera(camera).classes  # an unknown name raises, listing the known ones
     coco = resolve_backend(backend)
     model, config, record = load_model_and_record(checkpoint)
     training = record or {}
-    num_camera_classes = len(CAMERAS[camera].classes)
+    num_camera_classes = len(camera_classes)
     if config.num_classes != num_camera_classes:
         raise ValueError(f"{checkpoint}: model has {config.num_classes} classes but camera {camera} has "
                          f"{num_camera_classes}")
@@ -183,7 +183,7 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
     gts = {r.name: load_ground_truth(r, cfg.downsampled_by_2) for r in roots}
 
     # check the frame size before the model runs (a mismatch would fail deep inside the backbone)
-    frame_hw = SequenceReader(roots[0], downsample_by_2=cfg.downsampled_by_2).frame_hw
+    frame_hw = SequenceReader(roots[0], downsampled_by_2=cfg.downsampled_by_2).frame_hw
     if tuple(frame_hw) != tuple(config.input_hw):
         raise ValueError(f"{roots[0]}: frames are {frame_hw} but the model was built for {tuple(config.input_hw)}")
     t0 = time.perf_counter()
@@ -200,7 +200,7 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
                   start_from_zero=cfg.start_from_zero, weights_step=training.get("step"),
                   weights_selected=training.get("selected"), weights_val_AP=training.get("val_AP"))
     write_metrics_json(out, result)
-    log.info("%s", format_summary(result, CAMERAS[camera].classes))
+    log.info("%s", format_summary(result, camera_classes))
     log.info("inference + evaluation took %.1f s; metrics written to %s", seconds, out)
     return result
 

@@ -61,14 +61,16 @@ from leod_core.data.atomic import write_text_atomic
 from leod_core.data.formats import FormatError
 from leod_core.data.splits import FULL_RATIO, SETTINGS
 from leod_core.evaluation.detection import METRIC_KEYS
+from leod_core.workflow import paths
 from leod_core.workflow.paths import ExperimentName, format_ratio
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
-METRICS_FILE = Path("eval") / "test_metrics.json"
-GATE_FILE = Path("gate.json")
-QUALITY_FILE = Path("pseudo") / "quality.json"
+#: A round's files, relative to its directory (:mod:`leod_core.workflow.paths`).
+METRICS_FILE = Path(paths.METRICS_FILE)
+GATE_FILE = Path(paths.GATE_FILE)
+QUALITY_FILE = Path(paths.QUALITY_FILE)
 QUALITY_KEYS = ("precision", "recall")
 MAP_KEY = "AP"
 #: The full-supervision experiment of the base model (``full_1``); ``full_1+{variant}`` is a variant's.
@@ -100,7 +102,7 @@ def collect_results(results_dir: PathLike) -> pd.DataFrame:
     file without ``AP``.
     """
     rows = []
-    for metrics_path in sorted(Path(results_dir).glob(f"*/*/round*/{METRICS_FILE.as_posix()}")):
+    for metrics_path in sorted(Path(results_dir).glob(f"{paths.ANY_ROUND}/{paths.METRICS_FILE}")):
         row = _row_for(metrics_path)
         if row is not None:
             rows.append(row)
@@ -162,7 +164,7 @@ def _failed_gate(exp_dir: Path, round_: int) -> int | None:
 def collect_gates(results_dir: PathLike) -> pd.DataFrame:
     """One row per ``round{r}/gate.json`` under ``results_dir``: :data:`ID_COLUMNS` and :data:`GATE_COLUMNS`."""
     rows = []
-    for gate_path in sorted(Path(results_dir).glob(f"*/*/round*/{GATE_FILE.as_posix()}")):
+    for gate_path in sorted(Path(results_dir).glob(f"{paths.ANY_ROUND}/{paths.GATE_FILE}")):
         ids = round_ids(gate_path.parent, gate_path)
         if ids is None:
             continue

@@ -11,7 +11,7 @@ Every event representation of a preprocessed sequence becomes one video frame:
   full-resolution pixels.
 * Predicted boxes (``predictions[repr_idx]``, a structured array with the fields ``x, y, w, h`` (top-left
   corner and size, in the pixels of the frames read), ``class_id`` and ``class_confidence``, e.g.
-  ``PROPHESEE_BBOX_DTYPE``) with ``class_confidence >= score_threshold`` are drawn in :data:`PRED_COLOR`
+  ``PROPHESEE_BBOX_DTYPE``) with ``class_confidence >= confidence_threshold`` are drawn in :data:`PRED_COLOR`
   (red) with ``"{class name} {score:.2f}"`` above the box. Predictions are not rescaled.
 * The representation's time (``timestamps_us.npy``) and index are written in the top-left corner (blue on
   white), over everything else.
@@ -44,8 +44,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from leod_core.data.atomic import atomic_path
-from leod_core.data.formats import (SequencePaths, open_event_repr, read_labels, read_objframe_idx_2_repr_idx,
-                                    read_timestamps_us)
+from leod_core.data.formats import SequencePaths, read_labels, read_timestamps_us
+from leod_core.data.sequence import SequenceReader
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +309,7 @@ def _check_predictions(predictions: dict[int, np.ndarray]) -> None:
 
 def render_sequence_video(seq_dir: Path, out_path: Path, predictions: dict[int, np.ndarray] | None,
                           class_names: Sequence[str], fps: float = 20.0, downsampled_by_2: bool = False,
-                          max_frames: int | None = None, score_threshold: float = 0.1, *,
+                          max_frames: int | None = None, confidence_threshold: float = 0.1, *,
                           format: VideoFormat = "auto", scale: int = 1, show_time: bool = True,
                           progress: bool = False) -> Path:
     """Render one preprocessed sequence with its GT and predicted boxes to a video; returns the path written.
@@ -324,7 +324,7 @@ def render_sequence_video(seq_dir: Path, out_path: Path, predictions: dict[int, 
         fps: frames per second of the video (one frame per representation).
         downsampled_by_2: read the ``_ds2_nearest`` representations and halve the GT boxes.
         max_frames: render only the first ``max_frames`` representations.
-        score_threshold: predictions with a lower ``class_confidence`` are not drawn.
+        confidence_threshold: predictions with a lower ``class_confidence`` are not drawn.
         format: ``'auto'`` (MP4 if a writer exists, else GIF), ``'mp4'`` (error without an MP4 writer) or
             ``'gif'``.
         scale: integer enlargement of the frames (nearest neighbour) before drawing.
@@ -344,45 +344,43 @@ def render_sequence_video(seq_dir: Path, out_path: Path, predictions: dict[int, 
     writer = choose_writer(format, out_path)
     target = Path(out_path).with_suffix(".gif" if writer == "pillow-gif" else ".mp4")
 
-    ev_file = seq.ev_repr_file(downsampled_by_2)
-    with open_event_repr(ev_file) as h5:
-        data = h5["data"]
-        num_reprs, _, height, width = data.shape
-        num_frames = num_reprs if max_frames is None else min(num_reprs, max_frames)
-        if num_frames == 0:
-            raise ValueError(f"{ev_file}: no event representations to render")
-        timestamps = read_timestamps_us(seq.repr_timestamps)
-        labels = read_labels(seq.labels)
-        repr_of_label = read_objframe_idx_2_repr_idx(seq.objframe_idx_2_repr_idx, num_reprs)
-        if len(repr_of_label) != labels.num_frames:
-            raise ValueError(f"{seq.root}: {len(repr_of_label)} labeled representations but "
-                             f"{labels.num_frames} labeled frames")
-        gt_at = {int(r): labels.frame(i) for i, r in enumerate(repr_of_label)}
-        gt_scale = 0.5 if downsampled_by_2 else 1.0
+    reader = SequenceReader(seq.root, downsampled_by_2=downsampled_by_2, load_labels=False)
+    num_reprs, (height, width) = reader.num_reprs, reader.frame_hw
+    num_frames = num_reprs if max_frames is None else min(num_reprs, max_frames)
+    if num_frames == 0:
+        raise ValueError(f"{reader.ev_repr_file}: no event representations to render")
+    timestamps = read_timestamps_us(seq.repr_timestamps)
+    labels = read_labels(seq.labels)
+    repr_of_label = reader.objframe_idx_2_repr_idx
+    if len(repr_of_label) != labels.num_frames:
+        raise ValueError(f"{seq.root}: {len(repr_of_label)} labeled representations but "
+                         f"{labels.num_frames} labeled frames")
+    gt_at = {int(r): labels.frame(i) for i, r in enumerate(repr_of_label)}
+    gt_scale = 0.5 if downsampled_by_2 else 1.0
 
-        def frames() -> Iterator[np.ndarray]:
-            from tqdm import tqdm
-            bar = tqdm(total=num_frames, unit="frame", desc=f"video {seq.root.name}", disable=not progress)
-            try:
-                for start in range(0, num_frames, READ_CHUNK):
-                    chunk = data[start:min(start + READ_CHUNK, num_frames)]
-                    for offset, ev_repr in enumerate(chunk):
-                        idx = start + offset
-                        preds = predictions.get(idx)
-                        if preds is not None and len(preds):
-                            preds = preds[preds["class_confidence"] >= score_threshold]
-                        caption = None
-                        if show_time:
-                            t_s = timestamps[idx] / 1e6 if idx < len(timestamps) else float("nan")
-                            caption = f"{t_s:.2f}s #{idx}"
-                        yield render_frame(ev_repr, gt_at.get(idx), preds, class_names, gt_scale=gt_scale,
-                                           scale=int(scale), caption=caption)
-                        bar.update(1)
-            finally:
-                bar.close()
+    def frames() -> Iterator[np.ndarray]:
+        from tqdm import tqdm
+        bar = tqdm(total=num_frames, unit="frame", desc=f"video {seq.root.name}", disable=not progress)
+        chunks = reader.iter_chunks(0, num_frames, READ_CHUNK)
+        try:
+            for indices, chunk in chunks:
+                for idx, ev_repr in zip(indices.tolist(), chunk):
+                    preds = predictions.get(idx)
+                    if preds is not None and len(preds):
+                        preds = preds[preds["class_confidence"] >= confidence_threshold]
+                    caption = None
+                    if show_time:
+                        t_s = timestamps[idx] / 1e6 if idx < len(timestamps) else float("nan")
+                        caption = f"{t_s:.2f}s #{idx}"
+                    yield render_frame(ev_repr, gt_at.get(idx), preds, class_names, gt_scale=gt_scale,
+                                       scale=int(scale), caption=caption)
+                    bar.update(1)
+        finally:
+            chunks.close()
+            bar.close()
 
-        with atomic_path_with_suffix(target) as tmp:
-            written = _WRITE_FUNCS[writer](tmp, frames(), fps)
+    with atomic_path_with_suffix(target) as tmp:
+        written = _WRITE_FUNCS[writer](tmp, frames(), fps)
     log.info("%s: wrote %d frames (%dx%d px, %.3g fps, %d labeled, %d with predictions) with %s",
              target, written, width * scale, height * scale, fps, sum(1 for r in gt_at if r < num_frames),
              sum(1 for r in predictions if 0 <= r < num_frames), writer)

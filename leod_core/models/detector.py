@@ -12,9 +12,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from leod_core.data.cameras import DEFAULT_CAMERA, get_camera
 from leod_core.models.backbone import LstmState, RVTBackbone
 from leod_core.models.pafpn import PAFPN
 from leod_core.models.yolox_head import HeadOutput, YOLOXHead
+
+#: Frame size (px) of the presets' default: the default camera's (LEOD's Gen1, 240x304).
+DEFAULT_INPUT_HW = get_camera(DEFAULT_CAMERA).frame_hw
 
 States = List[LstmState]
 """Per-stage ConvLSTM states ``[(h_1, c_1), ..., (h_4, c_4)]``, ``h_k, c_k: Tensor[B, C_k, H/s_k, W/s_k]``."""
@@ -49,7 +53,7 @@ class RVTConfig:
     num_classes: int
     input_channels: int = 20
     partition_split_32: int = 1
-    input_hw: Tuple[int, int] = (240, 304)
+    input_hw: Tuple[int, int] = DEFAULT_INPUT_HW
     num_blocks: Tuple[int, ...] = (1, 1, 1, 1)
     mlp_ratio: int = 4
     ls_init_value: float = 1e-5
@@ -81,7 +85,7 @@ class RVTConfig:
 
     # ---- presets: a variant is a small delta of the base model (YOLOX style) ----
     @classmethod
-    def base(cls, num_classes: int = 2, input_hw: Sequence[int] = (240, 304),
+    def base(cls, num_classes: int = 2, input_hw: Sequence[int] = DEFAULT_INPUT_HW,
              partition_split_32: int = 1, **overrides: Any) -> "RVTConfig":
         """RVT-B: embed 64, dim_head 32, FPN depth 0.67 (18.5 M parameters for 2 classes)."""
         cfg = cls(size="base", embed_dim=64, dim_head=32, fpn_depth=0.67, num_classes=int(num_classes),
@@ -90,21 +94,21 @@ class RVTConfig:
         return dataclasses.replace(cfg, **overrides)
 
     @classmethod
-    def small(cls, num_classes: int = 2, input_hw: Sequence[int] = (240, 304),
+    def small(cls, num_classes: int = 2, input_hw: Sequence[int] = DEFAULT_INPUT_HW,
               partition_split_32: int = 1, **overrides: Any) -> "RVTConfig":
         """RVT-S: base with embed 48, dim_head 24, FPN depth 0.33 (9.9 M)."""
         delta = dict(size="small", embed_dim=48, dim_head=24, fpn_depth=0.33)
         return cls.base(num_classes, input_hw, partition_split_32, **{**delta, **overrides})
 
     @classmethod
-    def tiny(cls, num_classes: int = 2, input_hw: Sequence[int] = (240, 304),
+    def tiny(cls, num_classes: int = 2, input_hw: Sequence[int] = DEFAULT_INPUT_HW,
              partition_split_32: int = 1, **overrides: Any) -> "RVTConfig":
         """RVT-T: base with embed 32, FPN depth 0.33 (4.4 M)."""
         delta = dict(size="tiny", embed_dim=32, fpn_depth=0.33)
         return cls.base(num_classes, input_hw, partition_split_32, **{**delta, **overrides})
 
     @classmethod
-    def for_size(cls, name: str, num_classes: int = 2, input_hw: Sequence[int] = (240, 304),
+    def for_size(cls, name: str, num_classes: int = 2, input_hw: Sequence[int] = DEFAULT_INPUT_HW,
                  partition_split_32: int = 1, **overrides: Any) -> "RVTConfig":
         """Preset by name: "tiny"/"t", "small"/"s", "base"/"b"."""
         aliases = {"t": "tiny", "tiny": "tiny", "s": "small", "small": "small", "b": "base", "base": "base"}

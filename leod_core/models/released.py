@@ -26,12 +26,10 @@ import torch
 from torch import Tensor
 
 from leod_core.data.formats import FormatError
-from leod_core.data.preprocess import PRESETS
-from leod_core.evaluation.detection import DOWNSAMPLE_FACTOR
+from leod_core.data.cameras import camera_names, get_camera
 from leod_core.models.checkpoint import (CheckpointMismatchError, _extract_state_dict, _require_file, load_into,
                                          save_model_checkpoint)
 from leod_core.models.detector import RVTConfig, build_detector
-from leod_core.workflow.settings import CAMERA_TRAIN_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -272,10 +270,8 @@ def size_label(size: str) -> str:
 
 
 def cameras_with_classes(num_classes: int) -> Tuple[str, ...]:
-    """Cameras of :data:`CAMERA_TRAIN_DEFAULTS` whose models detect ``num_classes`` classes, in its order (2: gen1
-    first)."""
-    return tuple(camera for camera, defaults in CAMERA_TRAIN_DEFAULTS.items()
-                 if defaults["model"]["num_classes"] == num_classes)
+    """Registered cameras whose models detect ``num_classes`` classes, in registry order (2: gen1 first)."""
+    return tuple(name for name in camera_names() if get_camera(name).num_classes == num_classes)
 
 
 def infer_architecture(state_dict: Mapping[str, Tensor], source: str | os.PathLike = "state dict"
@@ -301,12 +297,9 @@ def _width_and_classes(state_dict: Mapping[str, Tensor], source: str | os.PathLi
 
 
 def camera_input_hw(camera: str) -> Tuple[int, int]:
-    """(height, width) in px of the frames a model for ``camera`` sees: the preprocessing preset's sensor size,
-    divided by :data:`DOWNSAMPLE_FACTOR` when the camera's training data is downsampled (gen4 720x1280 ->
-    360x640)."""
-    preset = PRESETS[camera]
-    factor = DOWNSAMPLE_FACTOR if CAMERA_TRAIN_DEFAULTS[camera]["data"]["downsample_by_2"] else 1
-    return preset.default_height // factor, preset.default_width // factor
+    """(height, width) in px of the frames a model for ``camera`` sees: the sensor size, halved when the camera
+    is read downsampled (gen4 720x1280 -> 360x640)."""
+    return get_camera(camera).frame_hw
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -323,7 +316,7 @@ def import_released_checkpoint(path: str | os.PathLike, out: str | os.PathLike, 
     released = read_released_checkpoint(path)
     found = infer_architecture(released.state_dict, path)
     camera = _requested_camera(path, found, camera, size)
-    split = CAMERA_TRAIN_DEFAULTS[camera]["model"]["partition_split_32"]
+    split = get_camera(camera).partition_split_32
     config = RVTConfig.for_size(found.size, found.num_classes, input_hw or camera_input_hw(camera), split)
     _write_import(path, out, config, released)
     return config, released
@@ -356,15 +349,15 @@ def _write_import(path: str | os.PathLike, out: str | os.PathLike, config: RVTCo
 def _requested_camera(path: str | os.PathLike, found: InferredArchitecture, camera: str | None,
                       size: str | None) -> str:
     """``camera``, or the default for the weights' class count; raises if the request does not fit ``found``."""
-    if camera is not None and camera not in CAMERA_TRAIN_DEFAULTS:
-        raise ValueError(f"unknown camera {camera!r}; expected one of {', '.join(CAMERA_TRAIN_DEFAULTS)}")
+    if camera is not None:
+        get_camera(camera)  # an unknown name raises, listing the known ones
     candidates = cameras_with_classes(found.num_classes)
     if camera is None and not candidates:
         raise CheckpointMismatchError(f"checkpoint {os.fspath(path)} is {found.describe()}: no camera detects "
                                       f"{found.num_classes} classes")
     camera = camera or candidates[0]
     wanted_size = RVTConfig.for_size(size).size if size is not None else found.size
-    wanted_classes = CAMERA_TRAIN_DEFAULTS[camera]["model"]["num_classes"]
+    wanted_classes = get_camera(camera).num_classes
     if (wanted_size, wanted_classes) != (found.size, found.num_classes):
         raise CheckpointMismatchError(
             f"checkpoint {os.fspath(path)} is {found.describe()}, but {size_label(wanted_size)} for {camera} "

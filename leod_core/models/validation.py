@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from leod_core.data.sequence import SequenceReader
-from leod_core.evaluation.detection import CAMERAS
+from leod_core.data.cameras import camera_names, get_camera
 from leod_core.evaluation.evaluate import SequenceGroundTruth, evaluate_sequences, load_ground_truth
 from leod_core.models.checkpoint import load_rvt_state_dict
 from leod_core.models.detector import RVTConfig, RVTDetector
@@ -61,7 +61,7 @@ class ValidationConfig:
         camera: 'gen1', 'gen4' or 'synth': class names and box-size filters of the protocol (as
             ``leod evaluate --camera``); required when validating (the workflow sets the dataset's camera).
         split: split directory of the training data to validate on (LEOD: test, see the module docstring).
-        confidence: postprocess score threshold (LEOD's validation: 0.1; its final evaluation uses 0.001).
+        confidence_threshold: postprocess score threshold (LEOD's validation: 0.1; its final evaluation uses 0.001).
         nms: IoU threshold of the class-wise NMS (LEOD 0.45).
         batch_size: sequences streamed side by side.
         sequence_length: chunk length L of the streaming (None: the training sequence length).
@@ -73,7 +73,7 @@ class ValidationConfig:
     every_n_steps: int = 0
     camera: str | None = None
     split: str = "val"
-    confidence: float = 0.1
+    confidence_threshold: float = 0.1
     nms: float = 0.45
     batch_size: int = 8
     sequence_length: int | None = None
@@ -87,11 +87,11 @@ class ValidationConfig:
                              f"{self.every_n_steps}, {self.save_top_k}")
         if self.weights not in WEIGHT_CHOICES:
             raise ValueError(f"validation.weights must be one of {WEIGHT_CHOICES}, got {self.weights!r}")
-        if self.camera is not None and self.camera not in CAMERAS:
-            raise ValueError(f"validation.camera must be one of {tuple(CAMERAS)}, got {self.camera!r}")
+        if self.camera is not None:
+            get_camera(self.camera)  # an unknown name raises, listing the known ones
         if self.enabled and self.camera is None:
             raise ValueError("validation.camera is required when validation.every_n_steps > 0 "
-                             f"(one of {tuple(CAMERAS)})")
+                             f"(one of {camera_names()})")
 
     @property
     def enabled(self) -> bool:
@@ -101,7 +101,7 @@ class ValidationConfig:
         """Streaming settings: this config's, the training ``sequence_length`` unless set, the training data's
         resolution, and autocast as the training ``precision`` (:data:`PRECISION_AUTOCAST`)."""
         return InferenceConfig(batch_size=self.batch_size, sequence_length=self.sequence_length or sequence_length,
-                               confidence_threshold=self.confidence, nms_threshold=self.nms,
+                               confidence_threshold=self.confidence_threshold, nms_threshold=self.nms,
                                autocast_dtype=PRECISION_AUTOCAST.get(str(precision)),
                                downsampled_by_2=downsampled_by_2)
 
@@ -148,8 +148,8 @@ class Validation(pl.Callback):
             raise ValueError(f"{self.data_dir / cfg.split}: no sequences to validate on (set "
                              f"validation.every_n_steps: 0 to train without validation)")
         self.frame_hw = SequenceReader(self.data_dir / cfg.split / self.sequences[0],
-                                       downsample_by_2=inference.downsampled_by_2).frame_hw
-        classes = CAMERAS[cfg.camera].classes
+                                       downsampled_by_2=inference.downsampled_by_2).frame_hw
+        classes = get_camera(cfg.camera).classes
         if model_config.num_classes != len(classes):
             raise ValueError(f"validation.camera {cfg.camera} has {len(classes)} classes, the model "
                              f"{model_config.num_classes}")

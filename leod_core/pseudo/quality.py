@@ -19,16 +19,14 @@ Pseudo boxes of a frame (``val_dst.py: eval_one_seq``)
     ``min_track_len: 6``), every chunk of ``sequence_length`` representations (320 Gen1, 128 Gen4; chunks start
     at representation 0, ``start_from_zero``) is tracked **forward only** (``EventSeqData._track``, no
     inpainting) over all its boxes — GT, pseudo and class-1024 rows alike — and boxes of short finished pseudo
-    tracklets are relabeled 1024. ``QualityConfig.min_track_len = 0`` skips this step. Then ``filter_bbox``:
+    tracklets are relabeled 1024. ``QualityConfig.refilter_min_track_len = 0``
+    skips this step. Then ``filter_bbox``:
     keep ``obj > obj_thresh[c]`` and ``cls > cls_thresh[c]`` (strict; per class; classes outside
     ``0..C-1`` never pass) and ``class_id != 1024``. A withheld frame's pseudo frame must hold pseudo rows only
     (``t == 0``); LEOD asserts it, here a :class:`ValueError` is raised.
 
-Metrics (``_evaluate_label_one_class``), per frame and per class ``c`` with GT of ``c`` in the frame
-    IoU of centre-format boxes (YOLOX ``bboxes_iou(xyxy=False)``, float32) between GT and pseudo boxes of
-    ``c``; for each threshold (strict ``IoU > thr``): recall = fraction of GT boxes with any pseudo box above
-    it, precision = fraction of pseudo boxes with any GT box above it (many-to-many); both 0 without pseudo
-    boxes. Frames without GT of ``c`` do not count for ``c`` (their pseudo boxes of ``c`` are never seen).
+Metrics
+    Per frame and per class, see :mod:`leod_core.pseudo.quality_metrics`.
 
 Aggregation
     ``evaluate_label`` averages over the frames of one streamed chunk, and ``val_dst.py`` averages the chunks
@@ -59,7 +57,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,10 +65,12 @@ from torch import Tensor
 
 from leod_core.data import label_tensors as lt
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.formats import (DATASET_CLASSES, IGNORE_CLASS_ID, FormatError, PathLike, SequencePaths,
-                                    read_labels)
+from leod_core.data.cameras import DEFAULT_CAMERA, get_camera, reference_camera
+from leod_core.data.formats import IGNORE_CLASS_ID, FormatError, PathLike, SequencePaths, read_labels
 from leod_core.data.sequence import SequenceReader
 from leod_core.data.splits import LabelSplit
+from leod_core.pseudo.quality_metrics import bboxes_iou_cxcywh  # noqa: F401 (imported from here by users)
+from leod_core.pseudo.quality_metrics import ClassAccumulator, centre_boxes, evaluate_one_class, score_filter
 from leod_core.pseudo.tracker import TrackerConfig, filter_and_inpaint
 
 log = logging.getLogger(__name__)
@@ -78,9 +78,6 @@ log = logging.getLogger(__name__)
 TRAIN_DIR = "train"
 #: LEOD's threshold set at the final check of ``predict.py`` (``obj_thresh=0.01 cls_thresh=0.01``).
 DEFAULT_SCORE_THRESH = 0.01
-#: ``val_dst.py``: ``sequence_length = 320 if dst_name == 'gen1' else 128``.
-SEQUENCE_LENGTH_GEN1 = 320
-SEQUENCE_LENGTH_GEN4 = 128
 
 
 @dataclass(frozen=True)
@@ -92,17 +89,20 @@ class QualityConfig:
         obj_thresh, cls_thresh: per-class score thresholds (strict ``>``), in ``class_names`` order; ``None``
             (or a single float) means that value for every class (default 0.01).
         class_names: class names by class id.
-        min_track_len: ``model.pseudo_label.min_track_len`` of ``val_dst.py``'s forward-only track re-filter
-            (LEOD's ``pseudo_labeler`` model config: 6); ``0`` disables it.
-        sequence_length: chunk length of that re-filter; ``None``: LEOD's value, 320 (Gen1) or 128 (Gen4,
-            taken to be the ``downsampled_by_2`` case).
+        refilter_min_track_len: ``model.pseudo_label.min_track_len`` of ``val_dst.py``'s forward-only track
+            re-filter (LEOD's ``pseudo_labeler`` model config: 6); ``0`` disables it. The workflow passes the
+            experiment's tracker ``min_track_len`` unless ``label_quality.refilter_min_track_len`` is set, as
+            LEOD reads one key for both.
+        sequence_length: chunk length of that re-filter; ``None``: LEOD's value for the resolution, the
+            ``quality_sequence_length`` of :func:`~leod_core.data.cameras.reference_camera` (``val_dst.py``
+            picks Gen1's or Gen4's; Gen4 taken to be the ``downsampled_by_2`` case).
     """
 
     iou_thresholds: tuple[float, ...] = (0.25, 0.5, 0.75)
     obj_thresh: tuple[float, ...] | float | None = None
     cls_thresh: tuple[float, ...] | float | None = None
-    class_names: tuple[str, ...] = DATASET_CLASSES["gen1"]
-    min_track_len: int = 6
+    class_names: tuple[str, ...] = get_camera(DEFAULT_CAMERA).classes
+    refilter_min_track_len: int = 6
     sequence_length: int | None = None
 
     def __post_init__(self) -> None:
@@ -124,18 +124,17 @@ class QualityConfig:
         if not thrs or any(not 0.0 <= t < 1.0 for t in thrs):
             raise ValueError(f"iou_thresholds must be non-empty values in [0, 1), got {self.iou_thresholds}")
         object.__setattr__(self, "iou_thresholds", thrs)
-        if self.min_track_len < 0:
-            raise ValueError(f"min_track_len must be >= 0, got {self.min_track_len}")
+        if self.refilter_min_track_len < 0:
+            raise ValueError(f"refilter_min_track_len must be >= 0, got {self.refilter_min_track_len}")
         if self.sequence_length is not None and self.sequence_length < 1:
             raise ValueError(f"sequence_length must be positive, got {self.sequence_length}")
 
     @classmethod
     def for_dataset(cls, name: str, **overrides: Any) -> "QualityConfig":
-        """LEOD's settings for ``'gen1'`` or ``'gen4'`` (class names and chunk length; ``'synth'`` as gen1)."""
-        if name not in DATASET_CLASSES:
-            raise ValueError(f"unknown dataset {name!r}, expected one of {tuple(DATASET_CLASSES)}")
-        length = SEQUENCE_LENGTH_GEN4 if name == "gen4" else SEQUENCE_LENGTH_GEN1
-        return cls(**{"class_names": DATASET_CLASSES[name], "sequence_length": length, **overrides})
+        """LEOD's settings for camera ``name`` (class names and chunk length from the camera registry); an
+        unknown camera raises ``ValueError`` listing the known ones."""
+        camera = get_camera(name)
+        return cls(**{"class_names": camera.classes, "sequence_length": camera.quality_sequence_length, **overrides})
 
     @property
     def num_classes(self) -> int:
@@ -144,7 +143,7 @@ class QualityConfig:
     def chunk_length(self, downsampled_by_2: bool) -> int:
         if self.sequence_length is not None:
             return self.sequence_length
-        return SEQUENCE_LENGTH_GEN4 if downsampled_by_2 else SEQUENCE_LENGTH_GEN1
+        return reference_camera(downsampled_by_2).quality_sequence_length
 
     def threshold_keys(self) -> list[str]:
         return [threshold_key(t) for t in self.iou_thresholds]
@@ -153,75 +152,6 @@ class QualityConfig:
 def threshold_key(thr: float) -> str:
     """JSON key of an IoU threshold: ``0.25 -> "0.25"``, ``0.5 -> "0.5"``."""
     return format(float(thr), "g")
-
-
-# ------------------------------------------------------------------------------------------- metrics
-def bboxes_iou_cxcywh(a: Tensor, b: Tensor) -> Tensor:
-    """IoU ``[M, N]`` of centre-format boxes ``[M, 4]`` and ``[N, 4]`` (YOLOX ``bboxes_iou(xyxy=False)``)."""
-    tl = torch.max(a[:, None, :2] - a[:, None, 2:] / 2, b[:, :2] - b[:, 2:] / 2)
-    br = torch.min(a[:, None, :2] + a[:, None, 2:] / 2, b[:, :2] + b[:, 2:] / 2)
-    area_a = torch.prod(a[:, 2:], 1)
-    area_b = torch.prod(b[:, 2:], 1)
-    en = (tl < br).type(tl.type()).prod(dim=2)
-    area_i = torch.prod(br - tl, 2) * en
-    return area_i / (area_a[:, None] + area_b - area_i)
-
-
-def centre_boxes(labels: Tensor) -> Tensor:
-    """``[N, 4]`` centre-format boxes of labels ``[N, 8]`` (LEOD ``get_labels_as_tensors``)."""
-    return torch.stack([labels[:, lt.X] + 0.5 * labels[:, lt.W], labels[:, lt.Y] + 0.5 * labels[:, lt.H],
-                        labels[:, lt.W], labels[:, lt.H]], dim=1)
-
-
-def evaluate_one_class(gt: Tensor, pseudo: Tensor, thresholds: Sequence[float]) -> tuple[list[float], list[float]]:
-    """(recall per threshold, precision per threshold) of one frame and class (``_evaluate_label_one_class``).
-
-    ``gt`` / ``pseudo``: centre-format boxes ``[M, 4]`` (``M >= 1``) and ``[N, 4]``.
-    """
-    if len(gt) == 0:
-        raise ValueError("a class without GT boxes is not evaluated")
-    if len(pseudo) == 0:
-        return [0.0] * len(thresholds), [0.0] * len(thresholds)
-    ious = bboxes_iou_cxcywh(gt, pseudo)
-    recall, precision = [], []
-    for thr in thresholds:
-        mask = ious > thr
-        recall.append(float(mask.any(dim=1).float().mean()))
-        precision.append(float(mask.any(dim=0).float().mean()))
-    return recall, precision
-
-
-def score_filter(labels: Tensor, obj_thresh: Sequence[float], cls_thresh: Sequence[float],
-                 ignore_label: int = IGNORE_CLASS_ID) -> Tensor:
-    """``val_dst.py: filter_bbox``: keep ``obj > obj_thresh[c]`` and ``cls > cls_thresh[c]``, class != ignore."""
-    cls = labels[:, lt.CLASS_ID]
-
-    def passes(scores: Tensor, thresh: Sequence[float]) -> Tensor:
-        mask = torch.zeros(len(labels), dtype=torch.bool)
-        for i, t in enumerate(thresh):
-            mask |= (cls == i) & (scores > t)
-        return mask
-
-    keep = passes(labels[:, lt.OBJECTNESS], obj_thresh) & passes(labels[:, lt.CLASS_CONFIDENCE], cls_thresh)
-    return labels[keep & (cls != ignore_label)]
-
-
-class _ClassAccumulator:
-    """Sums over evaluated frames of one class (LEOD's ``AverageMeter`` weighted by frame counts)."""
-
-    def __init__(self, num_thresholds: int):
-        self.recall = np.zeros(num_thresholds)
-        self.precision = np.zeros(num_thresholds)
-        self.num_frames = 0
-        self.gt_total = 0
-        self.pred_total = 0
-
-    def add(self, recall: Sequence[float], precision: Sequence[float], num_gt: int, num_pred: int) -> None:
-        self.recall += recall
-        self.precision += precision
-        self.num_frames += 1
-        self.gt_total += num_gt
-        self.pred_total += num_pred
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -270,10 +200,10 @@ def track_refilter(frames: dict[int, Tensor], num_reprs: int, chunk_length: int,
                    cfg: QualityConfig) -> dict[int, Tensor]:
     """``val_dst.py: filter_by_track``: per chunk ``[k L, (k+1) L)``, one forward tracking pass over the
     chunk's non-empty frames; boxes of short finished pseudo tracklets get class 1024 (new tensors)."""
-    if cfg.min_track_len <= 0:
+    if cfg.refilter_min_track_len <= 0:
         return frames
     # LEOD's LinearTracker defaults (iou 0.45, min_conf 0.55, q 0.9), forward only, no inpainting
-    tracker = TrackerConfig(min_track_len=cfg.min_track_len, inpaint=False, track_method="forward",
+    tracker = TrackerConfig(min_track_len=cfg.refilter_min_track_len, inpaint=False, track_method="forward",
                             ignore_label=IGNORE_CLASS_ID)
     out = dict(frames)
     for start in range(0, num_reprs, chunk_length):
@@ -314,7 +244,7 @@ def evaluate_pseudo_labels(pseudo_root: PathLike, source_root: PathLike, split: 
     if not pseudo_train.is_dir():
         raise ValueError(f"pseudo training directory {pseudo_train} does not exist")
     thresholds = cfg.iou_thresholds
-    acc = [_ClassAccumulator(len(thresholds)) for _ in cfg.class_names]
+    acc = [ClassAccumulator(len(thresholds)) for _ in cfg.class_names]
     num_frames = num_sequences = 0
     missing_pseudo = []
     chunk_length = cfg.chunk_length(downsampled_by_2)
@@ -322,7 +252,7 @@ def evaluate_pseudo_labels(pseudo_root: PathLike, source_root: PathLike, split: 
         source_dir = source_train / name
         if not source_dir.is_dir():
             raise ValueError(f"sequence {name} of the label split is missing from {source_train}")
-        reader = SequenceReader(source_dir, downsample_by_2=downsampled_by_2, kept_frames=split.labeled_frames[name])
+        reader = SequenceReader(source_dir, downsampled_by_2=downsampled_by_2, kept_frames=split.labeled_frames[name])
         withheld = _withheld_frames(reader)
         if not withheld:
             continue
@@ -370,7 +300,7 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _result(acc: list[_ClassAccumulator], cfg: QualityConfig, num_frames: int, num_sequences: int,
+def _result(acc: list[ClassAccumulator], cfg: QualityConfig, num_frames: int, num_sequences: int,
             split: LabelSplit, downsampled_by_2: bool) -> dict:
     keys = cfg.threshold_keys()
     per_class = {}
@@ -396,7 +326,7 @@ def _result(acc: list[_ClassAccumulator], cfg: QualityConfig, num_frames: int, n
         "config": {
             "iou_thresholds": list(cfg.iou_thresholds), "obj_thresh": list(cfg.obj_thresh),
             "cls_thresh": list(cfg.cls_thresh), "class_names": list(cfg.class_names),
-            "min_track_len": cfg.min_track_len, "sequence_length": cfg.chunk_length(downsampled_by_2),
+            "refilter_min_track_len": cfg.refilter_min_track_len, "sequence_length": cfg.chunk_length(downsampled_by_2),
             "downsampled_by_2": downsampled_by_2, "setting": split.setting, "ratio": split.ratio,
         },
     }

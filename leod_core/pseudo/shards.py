@@ -9,10 +9,8 @@ Layout (``docs/layout.md``)::
         val -> source val,  test -> source test     # symlinks (LEOD)
         pseudo_summary.json                         # counts and input fingerprint, written last
 
-Decisions:
+Which sequences each shard labels is the shard list's decision (:mod:`leod_core.pseudo.shard_list`). Decisions:
 
-* :func:`assign_shards` is longest-processing-time greedy over sequence lengths (number of representations);
-  more shards than sequences gives empty shards (allowed: such a shard writes a manifest with no sequences).
 * A shard is complete iff ``shard.json`` exists and every non-empty sequence it lists is a complete
   sequence directory. Sequences without any box are listed under ``empty_sequences`` and have no directory.
   The manifest records per sequence the row counts and the SHA-256 of its two label files; the merge
@@ -29,7 +27,6 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import logging
 import os
@@ -40,8 +37,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from leod_core.data.atomic import atomic_dir, write_text_atomic
-from leod_core.data.formats import FormatError, PathLike, SequencePaths, open_event_repr, read_labels
-from leod_core.data.splits import read_split
+from leod_core.data.formats import FormatError, PathLike, read_labels
+from leod_core.pseudo.shard_list import ShardList, assign_shards, sequence_lengths, split_sequence_lengths
 from leod_core.pseudo.writer import (detect_downsampled, is_complete_sequence, label_counts, link_eval_splits,
                                      link_path, pseudo_sequence_files, samefile, sha256_bytes,
                                      verify_pseudo_sequence)
@@ -49,7 +46,8 @@ from leod_core.pseudo.writer import (detect_downsampled, is_complete_sequence, l
 log = logging.getLogger(__name__)
 
 __all__ = ["MANIFEST_NAME", "SUMMARY_NAME", "ShardManifest", "assign_shards", "is_shard_complete", "merge_shards",
-           "read_shard_manifest", "sequence_lengths", "shard_sequence_dir", "write_shard_manifest"]
+           "read_shard_manifest", "sequence_lengths", "shard_sequence_dir", "split_sequence_lengths",
+           "write_shard_manifest"]
 
 MANIFEST_NAME = "shard.json"
 SUMMARY_NAME = "pseudo_summary.json"
@@ -61,57 +59,7 @@ _COUNT_KEYS = ("frames", "boxes", "gt_rows", "pseudo_rows", "ignore_rows")
 _DATASET_ENTRIES = {TRAIN, "val", "test", SUMMARY_NAME}
 
 
-# ---------------------------------------------------------------------------------------- assignment
-def assign_shards(sequence_lengths: Mapping[str, int], num_shards: int) -> list[list[str]]:
-    """Split sequences into ``num_shards`` length-balanced shards, deterministically.
-
-    Longest-processing-time greedy: sequences sorted by length (descending) then name each go to the
-    currently lightest shard (ties: lowest shard index). Every sequence lands in exactly one shard, names are
-    sorted inside a shard, and max - min shard load <= the longest sequence. With more shards than
-    sequences, the extra shards are empty.
-    """
-    if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)) or num_shards < 1:
-        raise ValueError(f"num_shards must be an integer >= 1, got {num_shards!r}")
-    for name, length in sequence_lengths.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"sequence names must be non-empty strings, got {name!r}")
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
-            raise ValueError(f"sequence {name}: length must be a non-negative integer, got {length!r}")
-    heap = [(0, k) for k in range(int(num_shards))]
-    shards: list[list[str]] = [[] for _ in range(int(num_shards))]
-    for name, length in sorted(sequence_lengths.items(), key=lambda item: (-int(item[1]), item[0])):
-        load, k = heapq.heappop(heap)
-        shards[k].append(name)
-        heapq.heappush(heap, (load + int(length), k))
-    return [sorted(names) for names in shards]
-
-
-def sequence_lengths(data_dir: PathLike, split: str = TRAIN, downsampled_by_2: bool = False) -> dict[str, int]:
-    """Number of event representations of each sequence of ``{data_dir}/{split}`` (from the validated HDF5
-    shape; hidden directories are skipped)."""
-    split_dir = Path(data_dir) / split
-    if not split_dir.is_dir():
-        raise ValueError(f"split directory {split_dir} does not exist")
-    out = {}
-    for seq_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        with open_event_repr(SequencePaths(seq_dir).ev_repr_file(downsampled_by_2)) as h5:
-            out[seq_dir.name] = int(h5["data"].shape[0])
-    if not out:
-        raise ValueError(f"split directory {split_dir} has no sequence directories")
-    return out
-
-
 # ------------------------------------------------------------------------------------------ manifests
-def split_sequence_lengths(data_dir: Path, split_path: Path, downsampled_by_2: bool) -> dict[str, int]:
-    """Number of representations of every training sequence of the split (all must exist in ``data_dir``)."""
-    split = read_split(split_path)
-    lengths = sequence_lengths(data_dir, "train", downsampled_by_2)
-    missing = sorted(set(split.labeled_frames) - set(lengths))
-    if missing:
-        raise ValueError(f"{split_path}: sequences {missing[:5]} are not in {data_dir}/train")
-    return {name: lengths[name] for name in split.labeled_frames}
-
-
 def shard_sequence_dir(shard_dir: PathLike, seq: str) -> Path:
     """Where a shard job writes sequence ``seq``: ``{shard_dir}/train/{seq}``."""
     return Path(shard_dir) / TRAIN / seq
@@ -246,7 +194,8 @@ def is_shard_complete(shard_dir: PathLike) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- merge
-def _read_shards(shard_dirs: Sequence[PathLike], num_shards: int) -> list[tuple[Path, ShardManifest]]:
+def _read_shards(shard_dirs: Sequence[PathLike], shards: ShardList | int) -> list[tuple[Path, ShardManifest]]:
+    num_shards = shards.num_shards if isinstance(shards, ShardList) else shards
     if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)) or num_shards < 1:
         raise ValueError(f"num_shards must be an integer >= 1, got {num_shards!r}")
     found: dict[int, tuple[Path, ShardManifest]] = {}
@@ -260,6 +209,8 @@ def _read_shards(shard_dirs: Sequence[PathLike], num_shards: int) -> list[tuple[
                                                          f"{manifest.num_shards}, but the merge expects {num_shards}")
         if manifest.shard in found:
             raise ValueError(f"shard {manifest.shard} is given twice: {found[manifest.shard][0]} and {shard_dir}")
+        if isinstance(shards, ShardList):
+            _check_listed(shard_dir, manifest, shards)
         found[manifest.shard] = (shard_dir, manifest)
     missing = [k for k in range(num_shards) if k not in found]
     if missing:
@@ -271,6 +222,16 @@ def _read_shards(shard_dirs: Sequence[PathLike], num_shards: int) -> list[tuple[
                 raise ValueError(f"sequence {name} is in shard {owner[name]} and shard {k}: shards must be disjoint")
             owner[name] = k
     return [found[k] for k in range(num_shards)]
+
+
+def _check_listed(shard_dir: Path, manifest: ShardManifest, shards: ShardList) -> None:
+    """A shard holds exactly the sequences that the shard list assigns it."""
+    listed = set(shards.sequences(manifest.shard))
+    if manifest.all_sequences != listed:
+        missing, extra = sorted(listed - manifest.all_sequences), sorted(manifest.all_sequences - listed)
+        raise FormatError(shard_dir / MANIFEST_NAME, f"shard {manifest.shard} holds other sequences than shard list "
+                          f"{shards.path or '(given)'} assigns it (not labelled: {missing[:5]}, not listed: "
+                          f"{extra[:5]}): it was labelled from another shard list")
 
 
 def _fingerprint(shards: list[tuple[Path, ShardManifest]]) -> tuple[str, list[str]]:
@@ -311,17 +272,18 @@ def _copy_verified(src: Path, dst: Path, digest: str) -> None:
     dst.write_bytes(data)
 
 
-def merge_shards(shard_dirs: Sequence[PathLike], out_root: PathLike, source_root: PathLike, num_shards: int, *,
-                 require_all_sequences: bool = True, kept_gt_frames: Mapping[str, Sequence[int]] | None = None,
+def merge_shards(shard_dirs: Sequence[PathLike], out_root: PathLike, source_root: PathLike, shards: ShardList | int,
+                 *, require_all_sequences: bool = True, kept_gt_frames: Mapping[str, Sequence[int]] | None = None,
                  num_classes: int | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Merge the complete shards ``0..num_shards-1`` into the pseudo dataset ``out_root`` (see module docstring).
+    """Merge the complete shards ``0..N-1`` into the pseudo dataset ``out_root`` (see module docstring).
 
     Args:
         shard_dirs: the shard directories (any order); each must hold a complete shard.
         out_root: the merged dataset root (``.../pseudo/dataset``).
         source_root: the preprocessed source dataset (RVT layout): event files are linked from its ``train``,
             ``val``/``test`` are linked to it.
-        num_shards: how many shards there must be.
+        shards: the shard list the shards were labelled from (:func:`~leod_core.pseudo.shard_list.read_shard_list`:
+            there are its N shards, and each holds exactly the sequences it assigns), or just N.
         require_all_sequences: every sequence of ``{source_root}/train`` must be in exactly one shard
             (written or empty), and no shard may hold a sequence the source lacks.
         kept_gt_frames: if given (``LabelSplit.labeled_frames``), every merged sequence is checked with
@@ -334,10 +296,11 @@ def merge_shards(shard_dirs: Sequence[PathLike], out_root: PathLike, source_root
     input fingerprint and per-sequence records.
     """
     out_root, source_root = Path(out_root), Path(source_root)
-    shards = _read_shards(shard_dirs, num_shards)
-    fingerprint, digests = _fingerprint(shards)
-    per_sequence = {name: rec for _, m in shards for name, rec in m.sequences.items()}
-    empty = sorted(name for _, m in shards for name in m.empty_sequences)
+    complete = _read_shards(shard_dirs, shards)
+    num_shards = len(complete)
+    fingerprint, digests = _fingerprint(complete)
+    per_sequence = {name: rec for _, m in complete for name, rec in m.sequences.items()}
+    empty = sorted(name for _, m in complete for name in m.empty_sequences)
     if require_all_sequences:
         source_names = set(sequence_dirs_of(source_root / TRAIN))
         merged = set(per_sequence) | set(empty)
@@ -377,7 +340,7 @@ def merge_shards(shard_dirs: Sequence[PathLike], out_root: PathLike, source_root
     totals = {key: 0 for key in _COUNT_KEYS}
     with atomic_dir(out_root) as staging:
         (staging / TRAIN).mkdir()
-        for shard_dir, manifest in shards:
+        for shard_dir, manifest in complete:
             for name in sorted(manifest.sequences):
                 record = manifest.sequences[name]
                 ev_rel, o2r_rel, labels_rel = pseudo_sequence_files(record["downsampled_by_2"])
@@ -403,7 +366,7 @@ def merge_shards(shard_dirs: Sequence[PathLike], out_root: PathLike, source_root
                    "shard_manifests_sha256": digests, "source_root": str(source_root),
                    "sequences": len(per_sequence), "empty_sequences": empty, **totals,
                    "shards": [{"shard": m.shard, "sequences": len(m.sequences),
-                               "empty_sequences": len(m.empty_sequences), "extra": m.extra} for _, m in shards],
+                               "empty_sequences": len(m.empty_sequences), "extra": m.extra} for _, m in complete],
                    "per_sequence": dict(sorted(per_sequence.items()))}
         write_text_atomic(staging / SUMMARY_NAME, json.dumps(summary, indent=1, sort_keys=True) + "\n")
     log.info("merged %d shards into %s: %d sequences (%d empty), %d frames, %d boxes", num_shards, out_root,

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previous-quality", help="round r-1's quality.json (rule no_drop, r >= --from-round)")
     p.add_argument("--out", required=True, help="gate.json to write")
 
-    p = sub.add_parser("shard-list", help="the pseudo-labelling shards of a split (length-balanced)")
+    p = sub.add_parser("shard-list", help="the pseudo-labelling shards of a split (length-balanced): which "
+                                          "sequences `leod pseudo-label --shard-list FILE --shard K` labels")
     p.add_argument("--data", required=True, help="preprocessed dataset")
     p.add_argument("--split", required=True, help="label split JSON")
     p.add_argument("--num-shards", type=int, required=True, help="requested shards (capped at the sequences)")

@@ -17,12 +17,13 @@ from typing import Any
 import yaml
 
 from leod_core.data.atomic import write_text_atomic
-from leod_core.pseudo.shards import assign_shards, split_sequence_lengths
+from leod_core.pseudo import shard_list as pseudo_shard_list
+from leod_core.pseudo.shard_list import make_shard_list, read_shard_list, split_sequence_lengths
+from leod_core.workflow.settings import downsampled_by_2, requested_shards
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-SHARD_LIST_VERSION = 1
 
 
 def threshold_key(iou: float) -> str:
@@ -138,32 +139,29 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ shard list
 def shard_list(data_dir: Path, split_path: Path, num_shards: int, downsampled_by_2: bool) -> dict[str, Any]:
-    """The pseudo-labelling shards of a split: ``min(num_shards, sequences)`` length-balanced shards, the
-    same assignment ``leod pseudo-label --shard k --num-shards n`` makes (so no job gets an empty shard)."""
-    if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
-    names = split_sequence_lengths(data_dir, split_path, downsampled_by_2)
-    n = min(int(num_shards), len(names))
-    shards = assign_shards(names, n)
-    return {"version": SHARD_LIST_VERSION, "num_shards": n, "requested_shards": int(num_shards),
-            "num_sequences": len(names), "shards": shards}
+    """The shard list of a split (:func:`leod_core.pseudo.shard_list.make_shard_list`: ``min(num_shards,
+    sequences)`` length-balanced shards) as its JSON object."""
+    return make_shard_list(split_sequence_lengths(data_dir, split_path, downsampled_by_2), num_shards).to_dict()
 
 
 def write_shard_list(data_dir: Path, split_path: Path, num_shards: int, downsampled_by_2: bool, out: Path) -> dict:
-    listing = shard_list(data_dir, split_path, num_shards, downsampled_by_2)
-    write_text_atomic(out, json.dumps(listing, indent=1) + "\n")
-    log.info("%d sequences in %d shards", listing["num_sequences"], listing["num_shards"])
-    return listing
+    """Write the shard list: the one assignment of the split's training sequences to the pseudo-label jobs
+    (``leod pseudo-label --shard-list`` and ``leod merge-shards --shard-list`` read it)."""
+    listing = pseudo_shard_list.write_shard_list(data_dir, split_path, num_shards, downsampled_by_2, out)
+    log.info("%d sequences in %d shards", listing.num_sequences, listing.num_shards)
+    return listing.to_dict()
 
 
 def read_shard_count(path: str | Path) -> int:
-    """Number of shards in a shard list file."""
-    with open(path, encoding="utf-8") as f:
-        listing = json.load(f)
-    n = listing.get("num_shards") if isinstance(listing, dict) else None
-    if not isinstance(n, int) or n < 1 or len(listing.get("shards", [])) != n:
-        raise ValueError(f"{path}: not a shard list (needs num_shards >= 1 and that many shards)")
-    return n
+    """Number of shards in a shard list file (how many pseudo-label jobs the workflow runs)."""
+    return read_shard_list(path).num_shards
+
+
+def shard_list_cli_args(config: dict[str, Any], settings: dict[str, Any]) -> str:
+    """``shard-list`` options of an experiment: the requested shards (``self_training.num_shards``) and the
+    resolution the sequence lengths are read at."""
+    args = f"--num-shards {requested_shards(config)}"
+    return args + (" --downsampled-by-2" if downsampled_by_2(settings["camera"]) else "")
 
 
 # ------------------------------------------------------------------------------------------------ resume

@@ -2,9 +2,14 @@
 
 Every experiment lives in ``results/{dataset}/{setting}_{ratio}[-s{k}][+{variant}]``
 (:class:`ExperimentName`): ``-s{k}`` is the label split with offset ``k >= 1`` (LEOD's "offset the index when
-sub-sampling"; no suffix is offset 0) and ``+{variant}`` names an overlay of the config's ``variants:``;
-``logs/`` and ``benchmarks/`` mirror ``results/``. A ratio in a path must be the canonical decimal string of
-:func:`format_ratio` (``0.01``, not ``0.010`` or ``1e-2``), so one experiment has exactly one directory.
+sub-sampling"; no suffix is offset 0) and ``+{variant}`` names an overlay of the config's ``variants:``.
+A ratio in a path must be the canonical decimal string of :func:`format_ratio` (``0.01``, not ``0.010`` or
+``1e-2``), so one experiment has exactly one directory.
+
+Every job also writes a log, ``logs/{job}.log`` (:func:`log_path`), and Snakemake's benchmark file (its run time
+and memory), ``logs/benchmarks/{job}.tsv`` (:func:`benchmark_path`), where ``{job}`` is the job's main output
+below ``results/`` (``{dataset}/{experiment}/round{r}/eval`` for an evaluation): both trees mirror ``results/``.
+The top-level ``benchmarks/`` holds the benchmark scripts, not these files.
 
 In the rules the ``offset`` and ``variant`` wildcards hold the suffixes themselves: ``""`` (offset 0, no variant),
 ``"-s1"``, ``"+no-tta"``.
@@ -42,7 +47,59 @@ _EXPERIMENT_NAME = re.compile(r"^(?P<setting>[A-Za-z0-9]+)_(?P<ratio>[^/_+-]+)(?
                               r"(?:\+(?P<variant>[^/]+))?$")
 #: Directory names under ``results/`` that are not datasets, and under ``results/downloads/`` that hold no dataset
 #: archive (``weights``: released round-0 checkpoints, :mod:`leod_core.workflow.round0`).
-RESERVED_NAMES = ("data", "raw", "tables", "plots", "videos", "downloads", "weights")
+#: ``benchmarks``: ``logs/benchmarks/`` holds the benchmark files beside the logs.
+RESERVED_NAMES = ("data", "raw", "tables", "plots", "videos", "downloads", "weights", "benchmarks")
+
+# ------------------------------------------------------------------------------------------- trees and files
+#: The workflow's output trees (relative to its working directory).
+RESULTS_DIR = "results"
+LOGS_DIR = "logs"
+BENCHMARKS_DIR = f"{LOGS_DIR}/benchmarks"
+#: Preprocessed data of a dataset (RVT layout); the marker file is written last.
+DATA_DIR_TEMPLATE = f"{RESULTS_DIR}/data/{{dataset}}"
+DATA_MARKER_NAME = "preprocess_summary.json"
+DATA_MARKER_TEMPLATE = f"{DATA_DIR_TEMPLATE}/{DATA_MARKER_NAME}"
+#: Paper tables (``{dataset}.md`` / ``.csv``, ``{dataset}_ablation.*``) and plots.
+TABLES_DIR = f"{RESULTS_DIR}/tables"
+PLOTS_DIR = f"{RESULTS_DIR}/plots"
+#: An experiment directory's name and an experiment's / a round's place below a tree, as Snakemake templates
+#: (``{offset}``, ``{variant}``: the suffixes, see above).
+EXPERIMENT_NAME_TEMPLATE = "{setting}_{ratio}{offset}{variant}"
+EXPERIMENT_TEMPLATE = f"{{dataset}}/{EXPERIMENT_NAME_TEMPLATE}"
+ROUND_TEMPLATE = f"{EXPERIMENT_TEMPLATE}/round{{round}}"
+#: A round's files, relative to its directory.
+METRICS_FILE = "eval/test_metrics.json"
+GATE_FILE = "gate.json"
+QUALITY_FILE = "pseudo/quality.json"
+SHARD_LIST_FILE = "pseudo/shard_list.json"
+#: The pseudo-label shard directories ``{k}/`` of a round; in logs/ and logs/benchmarks/, the shard jobs'
+#: ``{k}.log`` and ``{k}.tsv``.
+SHARDS_DIR = "pseudo/shards"
+#: The benchmark files of a round's pseudo-label shard jobs, relative to the round's place in ``logs/benchmarks/``.
+SHARD_BENCHMARKS = f"{SHARDS_DIR}/*.tsv"
+#: A round's directory below ``results/`` whatever its dataset and experiment (a glob).
+ANY_ROUND = "*/*/round*"
+
+
+def result_path(job: str) -> str:
+    """``results/{job}``."""
+    return f"{RESULTS_DIR}/{job}"
+
+
+def log_path(job: str) -> str:
+    """The log of the job whose output is ``results/{job}``: ``logs/{job}.log``."""
+    return f"{LOGS_DIR}/{job}.log"
+
+
+def benchmark_path(job: str) -> str:
+    """The Snakemake benchmark file of the job whose log is :func:`log_path` ``(job)``:
+    ``logs/benchmarks/{job}.tsv``."""
+    return f"{BENCHMARKS_DIR}/{job}.tsv"
+
+
+def round_place(dataset: str, experiment: str | ExperimentName, round_: int | str) -> str:
+    """``{dataset}/{experiment}/round{r}``: a round's place below ``results/``, ``logs/`` and ``logs/benchmarks/``."""
+    return f"{dataset}/{experiment}/round{int(round_)}"
 
 
 def format_ratio(ratio: float | str) -> str:
@@ -136,7 +193,7 @@ def variant_name(suffix: str) -> str:
 def experiment_dir(dataset: str, setting: str, ratio: float | str, variant: str = "", *, split_offset: int = 0
                    ) -> str:
     """``results/{dataset}/{setting}_{ratio}[-s{k}][+{variant}]`` for one experiment."""
-    return f"results/{dataset}/{ExperimentName(setting, format_ratio(ratio), split_offset, variant)}"
+    return result_path(f"{dataset}/{ExperimentName(setting, format_ratio(ratio), split_offset, variant)}")
 
 
 def round_dir(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "", *,
@@ -148,21 +205,20 @@ def round_dir(dataset: str, setting: str, ratio: float | str, round_: int | str,
 def metrics_path(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "", *,
                  split_offset: int = 0) -> str:
     """Test-split metrics of one round's model."""
-    return f"{round_dir(dataset, setting, ratio, round_, variant, split_offset=split_offset)}/eval/test_metrics.json"
+    return f"{round_dir(dataset, setting, ratio, round_, variant, split_offset=split_offset)}/{METRICS_FILE}"
 
 
 def gate_path(dataset: str, setting: str, ratio: float | str, round_: int | str, variant: str = "", *,
               split_offset: int = 0) -> str:
     """Gate decision for training round ``round_`` (>= 1) on its pseudo labels."""
-    return f"{round_dir(dataset, setting, ratio, round_, variant, split_offset=split_offset)}/gate.json"
+    return f"{round_dir(dataset, setting, ratio, round_, variant, split_offset=split_offset)}/{GATE_FILE}"
 
 
 def table_paths(datasets: list[str] | tuple[str, ...]) -> list[str]:
     """``results/tables/{dataset}.md`` and ``.csv`` of every dataset, sorted."""
-    return [f"results/tables/{d}.{ext}" for d in sorted(set(datasets)) for ext in ("md", "csv")]
+    return [f"{TABLES_DIR}/{d}.{ext}" for d in sorted(set(datasets)) for ext in ("md", "csv")]
 
 
 def ablation_table_paths(datasets: list[str] | tuple[str, ...]) -> list[str]:
     """``results/tables/{dataset}_ablation.md`` and ``.csv`` of every dataset, sorted."""
-    return [f"results/tables/{d}_ablation.{ext}" for d in sorted(set(datasets)) for ext in ("md", "csv")]
-
+    return [f"{TABLES_DIR}/{d}_ablation.{ext}" for d in sorted(set(datasets)) for ext in ("md", "csv")]

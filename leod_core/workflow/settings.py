@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shlex
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
+from leod_core.config import renamed_setting_errors
+from leod_core.data.cameras import CAMERA_FILES_ENV, Camera, CameraView, get_camera, load_camera_file
 from leod_core.workflow.paths import (RESERVED_NAMES, check_offset_wildcard, check_ratio_wildcard, format_ratio,
                                       offset_suffix, variant_suffix)
 
@@ -24,29 +28,37 @@ from leod_core.workflow.paths import (RESERVED_NAMES, check_offset_wildcard, che
 MERGED_SECTIONS = ("train", "self_train", "pseudo", "label_quality", "evaluate")
 #: Settings that round 0 (split and model) depends on: a variant changing none of them shares round 0.
 ROUND0_KEYS = ("camera", "sequence_length", "train")
+#: The data source that generates a dataset with ``leod synth`` (a source, not the camera of that name).
+SYNTH_SOURCE = "synth"
 #: Ways to get a dataset's data: generate it, or link what the user provides.
-DATA_SOURCES = ("synth", "raw", "preprocessed")
+DATA_SOURCES = (SYNTH_SOURCE, "raw", "preprocessed")
 #: The source of a dataset block with none of :data:`DATA_SOURCES`: its ``download.preprocessed`` archive.
 DOWNLOAD_SOURCE = "download"
 
-#: ``leod train`` settings implied by the camera (overridable in ``train``).
-CAMERA_TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gen1": {"model": {"num_classes": 2, "partition_split_32": 1},
-             "data": {"tflip_offset": -1, "downsample_by_2": False}},
-    "gen4": {"model": {"num_classes": 3, "partition_split_32": 2},
-             "data": {"tflip_offset": -2, "downsample_by_2": True}},
-    "synth": {"model": {"num_classes": 2, "partition_split_32": 1},
-              "data": {"tflip_offset": -1, "downsample_by_2": False}},
-}
+#: Top-level config key listing camera YAML files (docs/cameras.md), relative to the working directory.
+CAMERA_FILES_KEY = "camera_files"
+
+
+def camera_train_defaults(camera: Camera) -> dict[str, Any]:
+    """``leod train`` settings implied by a camera record (overridable in ``train``)."""
+    return {"model": {"num_classes": camera.num_classes, "partition_split_32": camera.partition_split_32},
+            "data": {"tflip_offset": camera.tflip_offset, "downsampled_by_2": camera.downsampled_by_2}}
+
+
+#: ``leod train`` settings implied by each camera: a read-only view of the camera registry.
+CAMERA_TRAIN_DEFAULTS: Mapping[str, dict[str, Any]] = CameraView(camera_train_defaults)
 
 #: ``leod synth`` option for each key of a dataset's ``synth`` config block.
 _SYNTH_OPTIONS = {
     "seed": "--seed", "height": "--height", "width": "--width", "duration_s": "--duration-s",
     "num_train": "--num-train", "num_val": "--num-val", "num_test": "--num-test",
+    "min_object_px": "--min-object-px", "max_object_px": "--max-object-px",
+    "initial_objects_mean": "--initial-objects-mean", "min_initial_objects": "--min-initial-objects",
+    "arrival_rate_hz": "--arrival-rate-hz",
 }
 #: ``leod evaluate`` option for each key of an ``evaluate`` block.
 _EVALUATE_OPTIONS = {
-    "batch_size": "--batch-size", "sequence_length": "--sequence-length", "confidence": "--confidence",
+    "batch_size": "--batch-size", "sequence_length": "--sequence-length", "confidence_threshold": "--confidence-threshold",
     "nms": "--nms", "autocast": "--autocast", "backend": "--backend",
 }
 
@@ -100,7 +112,7 @@ def data_hint(dataset_cfg: dict[str, Any]) -> str:
     """Where to get a user-provided dataset, from its ``download`` block (for the error when it is missing)."""
     source = data_source(dataset_cfg)
     files = dataset_cfg.get("download", {}).get(source)
-    if source in ("synth", DOWNLOAD_SOURCE) or not files:
+    if source in (SYNTH_SOURCE, DOWNLOAD_SOURCE) or not files:
         return ""
     if source == "preprocessed":
         return f"Download {files['url']} (crc32 {files['crc32']}) and extract it so that train/ val/ test/ are there"
@@ -113,14 +125,32 @@ def name_pattern(names: list[str]) -> str:
     return "|".join(names) if names else "(?!)"
 
 
+def check_renamed_settings(config: dict[str, Any]) -> None:
+    """``ValueError`` listing every renamed setting in ``config`` with its new name (before the schema, whose
+    message would only say that the old key is not allowed)."""
+    errors = renamed_setting_errors(config, "config")
+    if errors:
+        raise ValueError("\n".join(errors))
+
+
+def requested_shards(config: dict[str, Any]) -> int:
+    """``self_training.num_shards``: how many pseudo-label jobs a round asks for (the shard list may make
+    fewer, never more)."""
+    return int(config["self_training"]["num_shards"])
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Checks beyond the JSON schema: experiments name configured datasets, ``full`` has ratio 1 and one split, reserved
-    dataset names, one data source per dataset. Raises ``ValueError`` naming the problem."""
+    dataset names, one data source per dataset, cameras that the registry knows (after loading ``camera_files``).
+    Raises ``ValueError`` naming the problem."""
+    load_config_cameras(config)
     for name, block in config["datasets"].items():
         if name in RESERVED_NAMES:
             raise ValueError(f"dataset name {name!r} is reserved (results/{name}/ holds other outputs)")
         try:
             data_source(block)
+            for camera in dataset_cameras(block):
+                get_camera(camera)
         except ValueError as err:
             raise ValueError(f"datasets.{name}: {err}") from None
     listed = [("experiments", config["experiments"]), ("ablation.experiments", ablation_entries(config))]
@@ -137,6 +167,43 @@ def check_config(config: dict[str, Any]) -> None:
                 variant_overlay(config, exp.get("variant", ""))
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from None
+
+
+def dataset_cameras(dataset_cfg: dict[str, Any]) -> list[str]:
+    """Camera names a dataset block uses: ``camera``, ``preprocess.preset`` and the validation cameras of
+    ``train`` / ``self_train``."""
+    names = [dataset_cfg["camera"], dataset_cfg.get("preprocess", {}).get("preset")]
+    names += [dataset_cfg.get(section, {}).get("validation", {}).get("camera") for section in ("train", "self_train")]
+    return [name for name in names if name is not None]
+
+
+def camera_files(config: dict[str, Any]) -> list[Path]:
+    """The config's :data:`CAMERA_FILES_KEY` as paths (relative ones against the working directory)."""
+    return [Path(path) for path in config.get(CAMERA_FILES_KEY, [])]
+
+
+def load_config_cameras(config: dict[str, Any]) -> None:
+    """Register the cameras of the config's ``camera_files`` (validated; ``ValueError`` naming the file)."""
+    for path in camera_files(config):
+        try:
+            load_camera_file(path)
+        except ValueError as err:
+            raise ValueError(f"{CAMERA_FILES_KEY}: {err}") from None
+
+
+def camera_files_env(config: dict[str, Any], environ: Mapping[str, str] | None = None) -> str:
+    """The value of :data:`~leod_core.data.cameras.CAMERA_FILES_ENV` the Snakefile exports so that every job
+    (``leod ...`` in a rule's shell) knows the config's cameras: the inherited list (``environ``, default
+    ``os.environ``), then the config's ``camera_files`` as absolute paths, each once. Loads them first, so a bad
+    file fails here with its name."""
+    load_config_cameras(config)
+    environ = os.environ if environ is None else environ
+    items = [item for item in environ.get(CAMERA_FILES_ENV, "").split(os.pathsep) if item]
+    for path in camera_files(config):
+        absolute = str(path.resolve())
+        if absolute not in items:
+            items.append(absolute)
+    return os.pathsep.join(items)
 
 
 def ablation_entries(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,8 +262,9 @@ def round0_variant(config: dict[str, Any], dataset: str, setting: str, ratio: st
 
 
 def downsampled_by_2(camera: str) -> bool:
-    """Whether a camera's preprocessed data is read at half resolution (1Mpx / gen4, as RVT and LEOD)."""
-    return camera == "gen4"
+    """Whether a camera's preprocessed data is read at half resolution (the registry's ``downsampled_by_2``:
+    1Mpx / gen4, as RVT and LEOD)."""
+    return get_camera(camera).downsampled_by_2
 
 
 # ------------------------------------------------------------------------------------------ job configs
@@ -272,12 +340,17 @@ def pseudo_label_cli_args(settings: dict[str, Any], device: str) -> str:
 
 
 def label_quality_cli_args(settings: dict[str, Any]) -> str:
-    """``leod label-quality`` options: camera, resolution, ``label_quality.min_track_len``."""
+    """``leod label-quality`` options: camera, resolution, and the track re-filter's minimum length:
+    ``label_quality.refilter_min_track_len`` if set, else the experiment's ``pseudo.tracker.min_track_len``
+    (LEOD's ``val_dst.py`` reads the tracker's key, so a variant without the tracker filter measures without
+    the re-filter too), else the label-quality default (LEOD's 6)."""
     args = [f"--camera {settings['camera']}"]
     if downsampled_by_2(settings["camera"]):
         args.append("--downsampled-by-2")
-    if "min_track_len" in settings["label_quality"]:
-        args.append(f"--min-track-len {settings['label_quality']['min_track_len']}")
+    tracker = settings["pseudo"].get("tracker", {})
+    refilter = settings["label_quality"].get("refilter_min_track_len", tracker.get("min_track_len"))
+    if refilter is not None:
+        args.append(f"--refilter-min-track-len {refilter}")
     return " ".join(args)
 
 

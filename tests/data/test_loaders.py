@@ -43,7 +43,7 @@ def repr_of(labels: torch.Tensor) -> int:
 
 def write_sequence(root: Path, name: str, num_reprs: int, labeled_reprs: list[int], *, hw=HW,
                    boxes: dict[int, list[tuple]] | None = None, pseudo: bool = False,
-                   downsample_by_2: bool = False) -> Path:
+                   downsampled_by_2: bool = False) -> Path:
     """Write ``{root}/train/{name}``; ``boxes[r]``: rows ``(x, y, w, h, class_id[, confidence, objectness])``."""
     seq = root / "train" / name
     paths = SequencePaths(seq)
@@ -52,7 +52,7 @@ def write_sequence(root: Path, name: str, num_reprs: int, labeled_reprs: list[in
     data[:, :, 0, 0] = np.arange(num_reprs)[:, None]
     data[:, :, 0, 1] = np.arange(C)[None, :]
     paths.ev_repr_dir.mkdir(parents=True, exist_ok=True)
-    with EventReprWriter(paths.ev_repr_file(downsample_by_2), C, height, width) as writer:
+    with EventReprWriter(paths.ev_repr_file(downsampled_by_2), C, height, width) as writer:
         writer.append(data)
     write_npy(paths.objframe_idx_2_repr_idx, np.asarray(labeled_reprs, dtype=np.int64))
     frames = []
@@ -231,9 +231,9 @@ def test_pseudo_labels_keep_ignore_rows(tmp_path):
 
 def test_downsampled_boxes_are_halved(tmp_path):
     # ds2 file holds 8x12 frames of a 16x24 sensor; a box reaching the sensor edge is clamped then halved
-    write_sequence(tmp_path, "s0", 8, [5], hw=(8, 12), downsample_by_2=True,
+    write_sequence(tmp_path, "s0", 8, [5], hw=(8, 12), downsampled_by_2=True,
                    boxes={5: [(4.0, 2.0, 6.0, 8.0, 0), (18.0, 10.0, 10.0, 10.0, 1)]})
-    reader = SequenceReader(tmp_path / "train" / "s0", downsample_by_2=True)
+    reader = SequenceReader(tmp_path / "train" / "s0", downsampled_by_2=True)
     assert reader.resolution_hw == (16, 24) and reader.frame_hw == (8, 12)
     lab = reader.frame_labels(0)
     torch.testing.assert_close(lab[:, lt.X:lt.H + 1], torch.tensor([[2.0, 1.0, 3.0, 4.0], [9.0, 5.0, 2.0, 2.0]]))

@@ -213,7 +213,7 @@ def test_gen4_style_writes_downsampled_file(tmp_path):
     for split_dir in raw.iterdir():
         for f in split_dir.glob("*_td.dat.h5"):
             f.rename(f.with_name(f.name.replace("_td.dat.h5", "_td.h5")))
-    cfg = dataclasses.replace(GEN1, gen4_style_names=True, downsample_by_2=True)
+    cfg = dataclasses.replace(GEN1, gen4_style_names=True, downsampled_by_2=True)
     preprocess_dataset(raw, out, cfg, progress=False)
     seq = SequencePaths(out / "train/seqA")
     small = formats.read_event_repr(seq.ev_repr_file(True))

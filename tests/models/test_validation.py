@@ -206,7 +206,7 @@ def test_validation_settings_are_checked(small_dataset, tmp_path):
         ValidationConfig(every_n_steps=100)
     with pytest.raises(ValueError, match="validation.weights must be one of"):
         ValidationConfig(weights="median")
-    assert not ValidationConfig().enabled and ValidationConfig().confidence == 0.1
+    assert not ValidationConfig().enabled and ValidationConfig().confidence_threshold == 0.1
     config = RVTConfig.tiny(2, frame_hw(small_dataset.root, False), embed_dim=16, dim_head=16)
     with pytest.raises(ValueError, match="camera gen4 has 3 classes, the model 2"):
         Validation(ValidationConfig(every_n_steps=1, camera="gen4"), small_dataset.root, InferenceConfig(),

@@ -22,7 +22,7 @@ from leod_core.pseudo.quality import (QualityConfig, bboxes_iou_cxcywh, evaluate
 
 HW = (64, 96)
 KEYS = ("0.25", "0.5", "0.75")
-NO_TRACK = QualityConfig(min_track_len=0)
+NO_TRACK = QualityConfig(refilter_min_track_len=0)
 CAR, PED = 0, 1
 
 
@@ -185,7 +185,7 @@ def test_ignore_rows_and_low_scores_are_dropped(tmp_path):
     assert res["per_class"]["car"]["precision"]["0.5"] == pytest.approx(1.0)
     assert res["per_class"]["car"]["pred_total"] == 1
     assert res["per_class"]["pedestrian"]["precision"]["0.5"] == pytest.approx(0.5)
-    cfg = QualityConfig(min_track_len=0, obj_thresh=(0.01, 0.5), cls_thresh=(0.01, 0.5))
+    cfg = QualityConfig(refilter_min_track_len=0, obj_thresh=(0.01, 0.5), cls_thresh=(0.01, 0.5))
     res = run(tmp_path, wsod({"s0": []}), cfg)
     assert res["per_class"]["pedestrian"]["precision"]["0.5"] == pytest.approx(1.0)
     assert res["per_class"]["pedestrian"]["pred_total"] == 1
@@ -279,11 +279,11 @@ def test_track_refilter_of_val_dst(tmp_path):
     write_pseudo(tmp_path / "pseudo", "s0", {2: pseudo(CAR_A), 9: pseudo(CAR_B)})
     split = wsod({"s0": []})
     assert run(tmp_path, split)["recall"]["0.5"] == pytest.approx(1.0)
-    res = run(tmp_path, split, QualityConfig(min_track_len=6, sequence_length=320))
+    res = run(tmp_path, split, QualityConfig(refilter_min_track_len=6, sequence_length=320))
     assert res["recall"]["0.5"] == pytest.approx(0.5)
     assert res["per_class"]["car"]["pred_total"] == 1
     # chunks of 5 reprs: repr 2 is the last box of chunk [0, 5), alive at its end, so it is kept
-    res = run(tmp_path, split, QualityConfig(min_track_len=6, sequence_length=5))
+    res = run(tmp_path, split, QualityConfig(refilter_min_track_len=6, sequence_length=5))
     assert res["recall"]["0.5"] == pytest.approx(1.0)
     # a track spanning 6 frames is kept even when finished
     write_source(tmp_path / "src2", "s0", 16, {r: gt(CAR_A) for r in range(6)} | {14: gt(CAR_B)})

@@ -17,6 +17,7 @@ from leod_core.cli import main
 from leod_core.data.splits import make_split, write_split
 from leod_core.models.checkpoint import save_model_checkpoint
 from leod_core.models.detector import RVTConfig, build_detector
+from leod_core.pseudo.shard_list import write_shard_list
 from leod_core.pseudo.shards import read_shard_manifest
 from leod_core.pseudo.writer import is_complete_sequence
 
@@ -36,17 +37,26 @@ def confident_checkpoint(tmp_path_factory):
     return path
 
 
+def shard_list(dataset, directory, num_shards):
+    """The shard list of ``num_shards`` shards beside the shard directories (as the workflow's checkpoint writes it)."""
+    path = Path(directory) / f"shard_list_{num_shards}.json"
+    write_shard_list(dataset.root, dataset.split, num_shards, False, path)
+    return path
+
+
 def pseudo_label(ckpt, dataset, out, shard, num_shards):
     # Batch 1: each sequence's arithmetic is then independent of which sequences share its batch. With B > 1
     # the batched CPU kernels differ in the last bits (measured up to 4e-6 px) between batch compositions.
     return main(["--no-progress", "pseudo-label", "--checkpoint", str(ckpt), "--data", str(dataset.root),
-                 "--split", str(dataset.split), "--out", str(out), "--shard", str(shard), "--num-shards",
-                 str(num_shards), "--camera", "synth", "--sequence-length", "5", "--batch-size", "1"])
+                 "--split", str(dataset.split), "--out", str(out), "--shard", str(shard), "--shard-list",
+                 str(shard_list(dataset, Path(out).parent, num_shards)), "--camera", "synth", "--sequence-length",
+                 "5", "--batch-size", "1"])
 
 
 def merge(dataset, shards, out):
-    return main(["merge-shards", "--shards", *map(str, shards), "--num-shards", str(len(shards)),
-                 "--data", str(dataset.root), "--out", str(out)])
+    return main(["merge-shards", "--shards", *map(str, shards), "--shard-list",
+                 str(shard_list(dataset, Path(shards[0]).parent, len(shards))), "--data", str(dataset.root),
+                 "--out", str(out)])
 
 
 def label_files(root):
@@ -96,6 +106,15 @@ def test_merge_names_a_missing_shard(small_dataset, confident_checkpoint, tmp_pa
 def test_shard_index_out_of_range(small_dataset, confident_checkpoint, tmp_path, caplog):
     assert pseudo_label(confident_checkpoint, small_dataset, tmp_path / "s", 2, 2) == 1
     assert "shard 2 is not in [0, 2)" in caplog.text
+
+
+@pytest.mark.parametrize("command", [["pseudo-label", "--checkpoint", "model.ckpt", "--split", "split.json"],
+                                     ["merge-shards", "--shards", "0", "1"]])
+def test_the_old_num_shards_option_names_its_replacement(tmp_path, caplog, command):
+    args = [*command, "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--shard-list", "list.json"]
+    assert main([*args, "--num-shards", "2"]) == 1
+    assert "--num-shards was replaced by --shard-list FILE" in caplog.text
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_full_disk_midway_through_a_shard_is_reported_and_the_rerun_resumes(small_dataset, confident_checkpoint,

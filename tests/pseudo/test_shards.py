@@ -1,4 +1,4 @@
-"""Shard assignment, shard manifests, and merging shards into one pseudo dataset."""
+"""Shard assignment and the shard list, shard manifests, and merging shards into one pseudo dataset."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ import pytest
 from builders import write_sequence
 from leod_core.data.formats import (PSEUDO_BBOX_DTYPE, FormatError, SequenceLabels, SequencePaths, read_labels,
                                     read_objframe_idx_2_repr_idx)
+from leod_core.pseudo.shard_list import ShardList, make_shard_list, read_shard_list, shard_sequences
 from leod_core.pseudo.shards import (assign_shards, is_shard_complete, merge_shards, read_shard_manifest,
                                      sequence_lengths, shard_sequence_dir, write_shard_manifest)
 from leod_core.pseudo.writer import gt_to_pseudo_rows, pseudo_sequence_files, write_pseudo_sequence
@@ -278,3 +279,51 @@ def test_merge_requires_every_source_sequence(tmp_path, source):
         merge_shards([a], tmp_path / "m", source, 1)
     summary = merge_shards([a], tmp_path / "m", source, 1, require_all_sequences=False)
     assert summary["sequences"] == len(names) - 1 - len(EMPTY & set(names[:-1]))
+
+
+# ------------------------------------------------------------------------------------------- shard list
+def write_listing(path: Path, listing: ShardList | dict) -> Path:
+    path.write_text(json.dumps(listing.to_dict() if isinstance(listing, ShardList) else listing))
+    return path
+
+
+def test_the_shard_list_is_the_assignment_capped_at_the_sequences(tmp_path, source):
+    lengths = sequence_lengths(source)
+    listing = make_shard_list(lengths, 3)
+    assert [list(names) for names in listing.shards] == assign_shards(lengths, 3)
+    path = write_listing(tmp_path / "list.json", listing)
+    assert read_shard_list(path) == listing and read_shard_list(path).path == str(path)
+    assert [shard_sequences(path, k) for k in range(3)] == assign_shards(lengths, 3)
+    with pytest.raises(ValueError, match=r"shard 3 is not in \[0, 3\) of shard list"):
+        shard_sequences(path, 3)
+    capped = make_shard_list(lengths, 20)
+    assert (capped.num_shards, capped.requested_shards, capped.num_sequences) == (len(LENGTHS), 20, len(LENGTHS))
+    assert all(capped.shards)
+    with pytest.raises(ValueError, match="num_shards must be an integer >= 1"):
+        make_shard_list(lengths, 0)
+
+
+@pytest.mark.parametrize("payload, message", [
+    ({"num_shards": 1, "shards": [["a"]]}, "not a shard list"),
+    ({"version": 2, "num_shards": 1, "shards": [["a"]]}, "not a shard list of version 1"),
+    ({"version": 1, "num_shards": 2, "shards": [["a"]]}, "needs num_shards >= 1 and that many shards"),
+    ({"version": 1, "num_shards": 2, "shards": [["a"], ["a"]]}, "disjoint"),
+    ({"version": 1, "num_shards": 1, "shards": [["../a"]]}, "lists of sequence names"),
+    ({"version": 1, "num_shards": 1, "num_sequences": 2, "shards": [["a"]]}, "num_sequences 2 but 1"),
+])
+def test_a_malformed_shard_list_is_rejected_naming_the_file(tmp_path, payload, message):
+    path = write_listing(tmp_path / "list.json", payload)
+    with pytest.raises(FormatError, match=message) as err:
+        read_shard_list(path)
+    assert str(path) in str(err.value)
+
+
+def test_merge_checks_every_shard_against_the_shard_list(tmp_path, source):
+    dirs = run_all(tmp_path, source, 3)
+    listing = read_shard_list(write_listing(tmp_path / "list.json", make_shard_list(sequence_lengths(source), 3)))
+    assert merge_shards(dirs, tmp_path / "merged", source, listing)["num_shards"] == 3
+    swapped = ShardList((listing.shards[1], listing.shards[0], listing.shards[2]), 3, "other.json")
+    with pytest.raises(FormatError, match="shard 0 holds other sequences than shard list other.json assigns it"):
+        merge_shards(dirs, tmp_path / "other", source, swapped)
+    with pytest.raises(FormatError, match="num_shards=3, but the merge expects 2"):
+        merge_shards(dirs[:2], tmp_path / "two", source, make_shard_list(sequence_lengths(source), 2))

@@ -464,7 +464,7 @@ def test_thresholds_configuration():
     assert cfg.class_thresholds(3) == ((0.3, 0.3, 0.6), (0.3, 0.3, 0.6))   # gen4 [a, b] -> [b, b, a]
     assert TTAConfig(obj_thresh=0.5).class_thresholds(3)[0] == (0.5, 0.5, 0.5)
     assert [cfg.max_box_width(w) for w in (304, 640, 96, 10)] == [273, 576, 86, 9]  # (9 W) // 10
-    g4 = TTAConfig.gen4()
+    g4 = TTAConfig.for_camera("gen4")
     assert (g4.tflip_offset, g4.downsampled_by_2, g4.sequence_length) == (-2, True, 10)
     assert [v.name for v in cfg.views] == ["id", "hflip", "tflip", "tflip_hflip"]
     with pytest.raises(ValueError):

@@ -24,7 +24,7 @@ from leod_core.workflow import (DOWNLOAD_SOURCE, Experiment, ExperimentName, abl
                                 experiment_settings, format_ratio, job_config, label_quality_cli_args,
                                 preprocess_cli_args, pseudo_label_cli_args, round0_variant, round_targets,
                                 synth_cli_args, train_devices, train_job_config, video_cli_args)
-from leod_core.workflow import jobs
+from leod_core.workflow import jobs, paths
 from leod_core.workflow.__main__ import main as workflow_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,7 +129,7 @@ def test_paper_hyper_parameters_per_ratio_and_setting():
     gen4_wsod = experiment_settings(config, "gen4", "wsod", "0.01")
     r0 = train_job_config(gen4_wsod, 0)
     assert r0["model"]["num_classes"] == 3 and r0["model"]["partition_split_32"] == 2
-    assert r0["data"]["downsample_by_2"] and r0["data"]["tflip_offset"] == -2 and r0["data"]["sequence_length"] == 10
+    assert r0["data"]["downsampled_by_2"] and r0["data"]["tflip_offset"] == -2 and r0["data"]["sequence_length"] == 10
     assert train_job_config(gen4_wsod, 2)["soft_ignore_bbox_thresh"] == [0.7, 0.55]
     assert job_config(gen4_wsod, "pseudo", 1)["tta"]["obj_thresh"] == [0.6, 0.5]
     assert "soft_ignore_bbox_thresh" not in train_job_config(experiment_settings(config, "gen4", "ssod", "0.01"), 1)
@@ -166,6 +166,11 @@ def test_variants_are_overlays_over_the_experiment_settings():
     assert job_config(settings("no-tta"), "pseudo", 1)["tta"] == {**base_tta, "hflip": False, "tflip": False}
     assert job_config(settings("no-tracker"), "pseudo", 1)["tracker"] == {"min_track_len": 1, "inpaint": False}
     assert job_config(settings("no-inpaint"), "pseudo", 1)["tracker"] == {"inpaint": False}
+    # the label-quality re-filter follows the tracker's length (LEOD reads one key), unless set itself
+    assert label_quality_cli_args(settings()) == "--camera gen1"
+    assert label_quality_cli_args(settings("no-tracker")) == "--camera gen1 --refilter-min-track-len 1"
+    own = {**settings("no-tracker"), "label_quality": {"refilter_min_track_len": 0}}
+    assert label_quality_cli_args(own) == "--camera gen1 --refilter-min-track-len 0"
     assert train_job_config(settings("label-every-2"), 1)["data"]["use_label_every"] == 2
     assert "use_label_every" not in train_job_config(settings("label-every-2"), 0)["data"]
     assert train_job_config(settings("hard"), 1)["pseudo_assignment"] == "hard"
@@ -229,7 +234,9 @@ def test_schema_sections_mirror_the_typed_settings():
     assert set(pseudo["tta"]["properties"]) == names(TTAConfig)
     assert set(pseudo["tracker"]["properties"]) == names(TrackerConfig)
     synth = defs["dataset"]["properties"]["synth"]["properties"]
-    assert set(synth) == {"seed", "height", "width", "duration_s", "num_train", "num_val", "num_test"}
+    assert set(synth) == {"seed", "height", "width", "duration_s", "num_train", "num_val", "num_test",
+                          "min_object_px", "max_object_px", "initial_objects_mean", "min_initial_objects",
+                          "arrival_rate_hz"}
 
 
 # ------------------------------------------------------------------------------------------------ CLI args
@@ -240,12 +247,13 @@ def _parses(command: str, args: str, required: str) -> None:
 def test_generated_cli_args_are_accepted_by_leod():
     config = paper_config()
     gen4 = experiment_settings(config, "gen4", "wsod", "0.01")
-    assert evaluate_cli_args(gen4, "cuda") == ("--camera gen4 --downsampled-by-2 --batch-size 8 --confidence 0.001 "
+    assert evaluate_cli_args(gen4, "cuda") == ("--camera gen4 --downsampled-by-2 --batch-size 8 --confidence-threshold 0.001 "
                                                "--sequence-length 10 --device cuda")
     _parses("evaluate", evaluate_cli_args(gen4, "cuda"), "--checkpoint m --data d --out o")
-    _parses("pseudo-label", pseudo_label_cli_args(gen4, "cuda"), "--checkpoint m --data d --split s --out o")
+    _parses("pseudo-label", pseudo_label_cli_args(gen4, "cuda"),
+            "--checkpoint m --data d --split s --out o --shard-list l")
     assert label_quality_cli_args(gen4) == "--camera gen4 --downsampled-by-2"
-    _parses("label-quality", label_quality_cli_args({**gen4, "label_quality": {"min_track_len": 0}}),
+    _parses("label-quality", label_quality_cli_args({**gen4, "label_quality": {"refilter_min_track_len": 0}}),
             "--pseudo-data p --data d --split s --out o")
     _parses("visualize", video_cli_args(gen4, "cpu"), "--checkpoint m --data d --sequence s --out o.mp4")
     synth = with_defaults(load("config.yaml"))["datasets"]["synth"]
@@ -343,17 +351,37 @@ def test_rounds_of_every_experiment_and_tables():
 def test_shard_list_matches_the_pseudo_label_jobs(small_dataset, tmp_path):
     listing = jobs.shard_list(small_dataset.root, small_dataset.split, 2, False)
     assert listing["num_shards"] == 2 and listing["num_sequences"] == 3
-    for k in range(2):
-        assert listing["shards"][k] == shard_sequences(small_dataset.root, small_dataset.split, k, 2, False)
     capped = jobs.shard_list(small_dataset.root, small_dataset.split, 8, False)
     assert capped["num_shards"] == 3 and capped["requested_shards"] == 8 and all(capped["shards"])
     out = tmp_path / "shard_list.json"
     assert workflow_main(["shard-list", "--data", str(small_dataset.root), "--split", str(small_dataset.split),
                           "--num-shards", "2", "--out", str(out)]) == 0
     assert jobs.read_shard_count(out) == 2
+    for k in range(2):
+        assert listing["shards"][k] == shard_sequences(out, k)
     out.write_text(json.dumps({"num_shards": 2, "shards": [[]]}))
     with pytest.raises(ValueError, match="not a shard list"):
         jobs.read_shard_count(out)
+
+
+def test_shard_list_options_come_from_self_training_and_the_camera():
+    config = with_defaults(load("config.yaml"))
+    config["self_training"]["num_shards"] = 4
+    assert jobs.shard_list_cli_args(config, {"camera": "gen1"}) == "--num-shards 4"
+    assert jobs.shard_list_cli_args(config, {"camera": "gen4"}) == "--num-shards 4 --downsampled-by-2"
+
+
+def test_logs_and_benchmark_files_mirror_results_beside_the_benchmark_scripts():
+    job = paths.ROUND_TEMPLATE.format(dataset="gen1", setting="wsod", ratio="0.01", offset="-s1", variant="+no-tta",
+                                      round=1)
+    assert paths.result_path(job) == paths.round_dir("gen1", "wsod", 0.01, 1, "no-tta", split_offset=1)
+    assert paths.log_path(f"{job}/eval") == "logs/gen1/wsod_0.01-s1+no-tta/round1/eval.log"
+    assert paths.benchmark_path(f"{job}/eval") == "logs/benchmarks/gen1/wsod_0.01-s1+no-tta/round1/eval.tsv"
+    assert paths.round_place("gen1", "wsod_0.01-s1+no-tta", "1") == job
+    assert paths.metrics_path("gen1", "wsod", 0.01, 1) == f"results/gen1/wsod_0.01/round1/{paths.METRICS_FILE}"
+    assert not paths.BENCHMARKS_DIR.startswith("benchmarks")     # benchmarks/ holds the benchmark scripts
+    with pytest.raises(ValueError, match="'benchmarks' is reserved"):
+        check_config({**with_defaults(load("config.yaml")), "datasets": {"benchmarks": {"camera": "gen1"}}})
 
 
 # ---------------------------------------------------------------------------------------------- resume

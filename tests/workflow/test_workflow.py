@@ -1,5 +1,5 @@
-"""The Snakemake DAG: dry runs of the default, of new and malformed targets and of the paper config; lint;
-and (slow) the embedded default, shrunk, run end to end through round 1 and the table."""
+"""The Snakemake DAG: dry runs of the default, of new and malformed targets and of the paper config; lint and
+snakefmt; and (slow) the embedded default, shrunk, run end to end through round 1 and the table."""
 from __future__ import annotations
 
 import csv
@@ -173,6 +173,17 @@ def test_lint_is_clean(workdir):
         assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
 
 
+def test_the_workflow_is_snakefmt_formatted():
+    """`snakefmt --check` (black inside, at its defaults) leaves the Snakefile and the rule files unchanged; the
+    failure shows its diff."""
+    files = ["Snakefile", *sorted(str(path.relative_to(REPO)) for path in (REPO / "rules").glob("*.smk"))]
+    result = subprocess.run(["snakefmt", "--check", *files], capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        diff = subprocess.run(["snakefmt", "--diff", *files], capture_output=True, text=True, cwd=REPO)
+        pytest.fail(f"snakefmt would reformat (run `snakefmt Snakefile rules/`):\n{diff.stdout}{diff.stderr}"
+                    f"{result.stderr}")
+
+
 def test_missing_user_data_fails_with_where_to_get_it(workdir):
     result = snakemake(workdir, "results/data/gen1/preprocess_summary.json",
                        "--configfile", str(paper_config_with_user_data(workdir)), dry_run=False)
@@ -276,9 +287,9 @@ def test_the_shrunk_default_runs_end_to_end(workdir):
     assert "round 2" in table and f"{100 * gate['precision']:.1f}" in table.split("## Self-training gates")[1]
     assert (workdir / "results/plots/synth_map.png").is_file()
     for mirrored in ("logs/synth/wsod_0.1/round1/train.log", "logs/synth/wsod_0.1/round1/pseudo/shards/0.log",
-                     "benchmarks/synth/wsod_0.1/round1/pseudo/shards/1.tsv",
-                     "benchmarks/synth/wsod_0.1/round0/eval.tsv",
-                     "logs/tables/tables.log", "benchmarks/data/synth/preprocess.tsv"):
+                     "logs/benchmarks/synth/wsod_0.1/round1/pseudo/shards/1.tsv",
+                     "logs/benchmarks/synth/wsod_0.1/round0/eval.tsv",
+                     "logs/tables/tables.log", "logs/benchmarks/data/synth/preprocess.tsv"):
         assert (workdir / mirrored).is_file(), mirrored
 
     again = snakemake(workdir)                    # a finished run has nothing left to do

@@ -1,0 +1,364 @@
+"""The streaming inference engine: whole sequences through the recurrent detector, side by side, in order.
+
+Used by evaluation (:func:`leod_core.models.inference.iter_sequence_predictions`, the identity view only) and by
+LEOD's pseudo-labelling (:func:`leod_core.pseudo.tta.predict_sequence_views`, up to four test-time-augmentation
+views). What RVT / LEOD do and this engine reproduces:
+
+* A sequence is streamed from ``start = max(first_labeled_repr - L + 1, 0)`` (``start_from_zero``: 0) to its last
+  representation, without augmentation, read through :meth:`SequenceReader.iter_chunks` ``L`` representations
+  at a time (optionally read ahead in a background thread).
+* **Views** are a batch-level option. A time-flipped view (``tflip``) is another stream of the sequence, from its
+  last representation back to ``start`` with every representation's channels reversed; its step on
+  representation ``j`` predicts frame ``j + tflip_offset``. A mirrored view (``hflip``) is the mirrored copy
+  (``x.flip(-1)``, before the model's bottom/right zero padding) of every row, forming another block of the
+  batch. So with all four views, ``B`` sequences are a ``4B``-row batch: rows ``[0, 2B)`` are the forward and
+  time-flipped streams (adjacent slots), rows ``[2B, 4B)`` their mirrored copies.
+* Streams are queued long -> short (stable) and run in ``batch_size x directions`` slots. Work is planned in
+  chunks of ``chunk_steps`` steps: each slot in turn fills the chunk, taking the next queued stream as soon as
+  its own ends (its recurrent state is zeroed at that step, RVT's ``is_first_sample`` reset). A slot without a
+  stream runs on zeros and its outputs are dropped; once the queue is empty, slots left without a stream at a
+  chunk start are removed from the batch. Slots never interact (eval-mode BatchNorm, per-sample attention).
+* The backbone runs step by step; the FPN + YOLOX head run once per chunk on the features of the rows whose
+  predictions are wanted (RVT's ``BackboneFeatureSelector``); a caller's ``decode`` turns the head output into
+  per-row results (postprocess, filters).
+
+Boxes are in pixels of the frame the model reads (the half-size ``_ds2_nearest`` frame for Gen4 with
+``downsampled_by_2``); the zero padding is at the bottom/right, so padded-input pixels are read-frame pixels.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AbstractSet, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from leod_core.data.cameras import DEFAULT_CAMERA, get_camera
+from leod_core.data.formats import FormatError
+from leod_core.data.sequence import SequenceReader
+
+log = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                   "float16": torch.float16, "fp16": torch.float16, "16": torch.float16}
+
+
+def autocast_context(device: torch.device, dtype: Optional[torch.dtype]):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for float32 (``dtype`` None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+#: The camera whose settings are the defaults (RVT's and LEOD's defaults are Gen1's).
+_DEFAULT = get_camera(DEFAULT_CAMERA)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Settings every streaming inference shares (:class:`~leod_core.models.inference.InferenceConfig` and
+    :class:`~leod_core.pseudo.tta.TTAConfig` extend it).
+
+    Attributes:
+        batch_size: sequences run side by side (the model batch is ``batch_size`` times the number of views).
+        sequence_length: RVT's ``L``: representations read per stream and chunk; with ``start_from_zero=False``
+            streams start at ``max(first_labeled_repr - L + 1, 0)``.
+        confidence_threshold: YOLOX postprocess keeps anchors with ``obj * cls >= this``.
+        nms_threshold: IoU threshold of the class-wise NMS.
+        autocast_dtype: ``'bfloat16'``/``'bf16'`` or ``'float16'``/``'fp16'`` to run under ``torch.autocast``;
+            None runs in float32.
+        downsampled_by_2: read ``event_representations_ds2_nearest.h5`` (RVT's Gen4 setting).
+        start_from_zero: stream from representation 0 instead of ``max(first_labeled_repr - L + 1, 0)``.
+        prefetch_reads: read the next ``sequence_length`` representations of every stream in a background thread
+            while the model runs (same data, same order; each open stream then holds two chunks, e.g. 2 x 31 MB
+            for Gen1 with ``L = 21``).
+    """
+
+    batch_size: int = 8
+    sequence_length: int = _DEFAULT.sequence_length
+    confidence_threshold: float = 0.001
+    nms_threshold: float = 0.45
+    autocast_dtype: Optional[str] = None
+    downsampled_by_2: bool = _DEFAULT.downsampled_by_2
+    start_from_zero: bool = False
+    prefetch_reads: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.sequence_length < 1:
+            raise ValueError(f"batch_size and sequence_length must be >= 1, got {self.batch_size}, "
+                             f"{self.sequence_length}")
+        if not 0.0 <= self.confidence_threshold <= 1.0 or not 0.0 <= self.nms_threshold <= 1.0:
+            raise ValueError(f"thresholds must lie in [0, 1], got confidence {self.confidence_threshold}, "
+                             f"nms {self.nms_threshold}")
+        if self.autocast_dtype is not None and self.autocast_dtype not in AUTOCAST_DTYPES:
+            raise ValueError(f"autocast_dtype must be None or one of {sorted(AUTOCAST_DTYPES)}, "
+                             f"got {self.autocast_dtype!r}")
+
+    @property
+    def torch_autocast_dtype(self) -> Optional[torch.dtype]:
+        return None if self.autocast_dtype is None else AUTOCAST_DTYPES[self.autocast_dtype]
+
+    @property
+    def precision(self) -> str:
+        return "float32" if self.autocast_dtype is None else f"{self.torch_autocast_dtype} autocast"
+
+
+@dataclass(frozen=True)
+class View:
+    """One test-time-augmentation view: time-flipped stream and/or mirrored frames."""
+
+    name: str
+    tflip: bool
+    hflip: bool
+
+
+#: Every view, in the order used everywhere: identity, h-flip, time flip, both.
+ALL_VIEWS = (View("id", False, False), View("hflip", False, True), View("tflip", True, False),
+             View("tflip_hflip", True, True))
+IDENTITY = ALL_VIEWS[0]
+_VIEW_BY_FLAGS = {(v.tflip, v.hflip): v for v in ALL_VIEWS}
+
+
+@dataclass(eq=False)
+class StreamJob:
+    """One sequence to stream and the results gathered for it.
+
+    Attributes:
+        reader: the sequence (labels need not be loaded).
+        start: first streamed representation; streams cover ``[start, reader.num_reprs)``.
+        wanted: representation indices to detect on (None: every one).
+        skipped: representation indices never detected on (e.g. frames whose ground truth is kept).
+        outputs: view name -> predicted frame -> what ``decode`` returned for it.
+    """
+
+    reader: SequenceReader
+    start: int
+    wanted: Optional[AbstractSet[int]] = None
+    skipped: AbstractSet[int] = frozenset()
+    outputs: Dict[str, Dict[int, Any]] = field(default_factory=dict)
+    open_streams: int = 0
+
+    @classmethod
+    def open(cls, root: Path, cfg: StreamConfig, **kw) -> "StreamJob":
+        """The job of sequence directory ``root`` under ``cfg`` (``downsampled_by_2``, start of the stream)."""
+        reader = SequenceReader(root, downsampled_by_2=cfg.downsampled_by_2, load_labels=False)
+        return cls(reader, reader.stream_start(cfg.sequence_length, cfg.start_from_zero), **kw)
+
+    @property
+    def name(self) -> str:
+        return self.reader.name
+
+    @property
+    def length(self) -> int:
+        """Streamed representations per view."""
+        return self.reader.num_reprs - self.start
+
+    def predicts(self, frame: int) -> bool:
+        return (0 <= frame < self.reader.num_reprs and frame not in self.skipped
+                and (self.wanted is None or frame in self.wanted))
+
+    def add(self, view: str, frame: int, result: Any) -> None:
+        per_view = self.outputs.setdefault(view, {})
+        if frame in per_view:
+            raise RuntimeError(f"{self.name}: view {view} predicted frame {frame} twice")
+        per_view[frame] = result
+
+
+#: (representation index, uint8 [C, H, W] representation, first step of its stream)
+_Step = Tuple[int, np.ndarray, bool]
+#: Who a selected batch row belongs to: (job, view, predicted frame).
+Owner = Tuple[StreamJob, View, int]
+
+
+class _Stream:
+    """One direction of one job (a batch slot's content): ``start .. N-1`` forward, or ``N-1 .. start`` with the
+    channels reversed, read ``read_size`` representations at a time through the job's reader."""
+
+    def __init__(self, job: StreamJob, reverse: bool, read_size: int, executor: Optional[ThreadPoolExecutor]):
+        self.job = job
+        self.reverse = reverse
+        self.remaining = job.length
+        self._chunks = job.reader.iter_chunks(job.start, job.reader.num_reprs, read_size, reverse=reverse,
+                                              executor=executor)
+        self._idx = np.zeros(0, dtype=np.int64)
+        self._data: Optional[np.ndarray] = None
+        self._k = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.remaining == 0
+
+    def take(self, count: int) -> List[_Step]:
+        """The next ``count`` steps (``count <= remaining``); closes the file after the last one."""
+        steps = []
+        for _ in range(count):
+            if self._k >= len(self._idx):
+                self._idx, self._data = next(self._chunks)
+                self._k = 0
+            steps.append((int(self._idx[self._k]), self._data[self._k], self.remaining == self.job.length))
+            self._k += 1
+            self.remaining -= 1
+        if self.exhausted:
+            self.close()
+        return steps
+
+    def close(self) -> None:
+        """Close the file, after any read still in flight."""
+        self._chunks.close()
+
+
+#: Per slot: (first chunk step, stream, its steps) segments.
+_Plan = List[List[Tuple[int, _Stream, List[_Step]]]]
+
+
+class StreamingEngine:
+    """Streams jobs through a recurrent detector, all views of a batch of sequences side by side.
+
+    Args:
+        model: the detector (:class:`~leod_core.models.detector.RVTDetector` or anything with its
+            ``forward_backbone`` / ``forward_detect`` / ``reset_states``), on ``device`` in eval mode.
+        cfg: :class:`StreamConfig` (batch size, ``L``, precision, prefetching).
+        device: torch device.
+        decode: (head output of the selected rows, their owners) -> one result per owner, stored in
+            :attr:`StreamJob.outputs`.
+        views: active views; must be every combination of their ``tflip`` and ``hflip`` values (e.g. identity
+            only, or all four), in :data:`ALL_VIEWS` order.
+        chunk_steps: steps planned, run and detected together (evaluation: ``L``, as RVT; pseudo-labelling: 1).
+        tflip_offset: a time-flipped step on representation ``j`` predicts frame ``j + tflip_offset``.
+    """
+
+    def __init__(self, model, cfg: StreamConfig, device: torch.device,
+                 decode: Callable[[Any, List[Owner]], Sequence[Any]], views: Sequence[View] = (IDENTITY,),
+                 chunk_steps: int = 1, tflip_offset: int = 0):
+        self.directions = tuple(sorted({v.tflip for v in views}))
+        self.mirrors = tuple(sorted({v.hflip for v in views}))
+        if tuple(views) != tuple(v for v in ALL_VIEWS if v.tflip in self.directions and v.hflip in self.mirrors):
+            raise ValueError(f"views {[v.name for v in views]} are not every combination of their flips")
+        if chunk_steps < 1:
+            raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
+        self.model, self.cfg, self.device, self.decode = model, cfg, device, decode
+        self.views, self.chunk_steps, self.tflip_offset = tuple(views), chunk_steps, tflip_offset
+        param = next(model.parameters(), None)
+        self.in_dtype = param.dtype if param is not None else torch.float32
+        self.amp = cfg.torch_autocast_dtype
+        self.feature_stages = getattr(getattr(model, "fpn", None), "in_stages", None)
+        self._announced = False
+
+    def run(self, jobs: Sequence[StreamJob], bar: Optional[tqdm] = None) -> Iterator[StreamJob]:
+        """Stream every job; yield each one when all its streams have ended and their results are stored.
+
+        ``bar`` advances by one per stream step (the mirrored copies of a row are not counted).
+        """
+        if not jobs:
+            return
+        shapes = {j.reader.frame_hw for j in jobs}
+        if len(shapes) > 1:
+            raise FormatError(jobs[0].reader.root.parent, f"sequences have different frame sizes {sorted(shapes)}")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-read") \
+            if self.cfg.prefetch_reads else None
+        if not self._announced:
+            log.info("streaming inference: views %s, %s, model batch up to %d, head every %d steps, reads %s",
+                     [v.name for v in self.views], self.cfg.precision, self.cfg.batch_size * len(self.views),
+                     self.chunk_steps, "prefetched in a background thread" if executor is not None else "inline")
+            self._announced = True
+        queue: deque[_Stream] = deque()
+        for job in sorted(jobs, key=lambda j: j.length, reverse=True):  # stable: caller's order on ties
+            job.open_streams = len(self.directions)
+            queue.extend(_Stream(job, rev, self.cfg.sequence_length, executor) for rev in self.directions)
+        slots: List[Optional[_Stream]] = [None] * min(self.cfg.batch_size * len(self.directions), len(queue))
+        try:
+            yield from self._loop(queue, slots, bar)
+        finally:
+            for st in list(queue) + [s for s in slots if s is not None]:
+                st.close()
+            if executor is not None:
+                executor.shutdown(wait=True)
+
+    def _plan(self, queue: deque, slots: List[Optional[_Stream]]) -> _Plan:
+        """Fill the next chunk of every slot in turn, taking queued streams as slots' streams end."""
+        plan: _Plan = [[] for _ in slots]
+        for b in range(len(slots)):
+            step = 0
+            while step < self.chunk_steps:
+                if slots[b] is None or slots[b].exhausted:
+                    if not queue:
+                        slots[b] = None
+                        break
+                    slots[b] = queue.popleft()
+                st = slots[b]
+                steps = st.take(min(self.chunk_steps - step, st.remaining))
+                plan[b].append((step, st, steps))
+                step += len(steps)
+        return plan
+
+    def _loop(self, queue: deque, slots: List[Optional[_Stream]], bar: Optional[tqdm]) -> Iterator[StreamJob]:
+        model, device = self.model, self.device
+        reader = queue[0].job.reader
+        frame_shape = (reader.channels, *reader.frame_hw)
+        states = None
+        buf = np.zeros((len(slots), *frame_shape), dtype=np.uint8)  # the uint8 input of one step, reused
+        while True:
+            plan = self._plan(queue, slots)
+            active = [b for b in range(len(slots)) if plan[b]]
+            if not active:
+                return
+            if len(active) < len(slots) and not queue:  # the tail: drop slots that will stay empty
+                if states is not None:
+                    rows = [m * len(slots) + b for m in range(len(self.mirrors)) for b in active]
+                    keep = torch.as_tensor(rows, dtype=torch.long, device=device)
+                    states = [(h.index_select(0, keep), c.index_select(0, keep)) for h, c in states]
+                plan = [plan[b] for b in active]
+                slots[:] = [slots[b] for b in active]
+            num_slots = len(slots)
+            buf = buf[:num_slots]
+            feats: List[Dict[int, Tensor]] = []
+            owners: List[Owner] = []
+            for t in range(max(step + len(steps) for segs in plan for step, _, steps in segs)):
+                reset = np.zeros(num_slots, dtype=bool)
+                cells: List[Tuple[int, _Stream, int]] = []
+                for b, segs in enumerate(plan):
+                    cell = next(((st, steps[t - step]) for step, st, steps in segs
+                                 if step <= t < step + len(steps)), None)
+                    if cell is None:
+                        buf[b] = 0
+                        continue
+                    st, (j, x, first) = cell
+                    buf[b], reset[b] = x, first
+                    cells.append((b, st, j))
+                x = torch.from_numpy(buf).to(device=device, dtype=self.in_dtype)  # buf is reused: blocking copy
+                parts = [x.flip(-1) if m else x for m in self.mirrors]  # mirrored before the model's padding
+                x = parts[0] if len(parts) == 1 else torch.cat(parts)
+                if states is not None and bool(reset.any()):
+                    mask = np.concatenate([reset] * len(self.mirrors))
+                    states = model.reset_states(states, torch.from_numpy(mask).to(device))
+                with autocast_context(device, self.amp):
+                    features, states = model.forward_backbone(x, states)
+                idx: List[int] = []
+                for b, st, j in cells:
+                    frame = j + self.tflip_offset if st.reverse else j
+                    if st.job.predicts(frame):
+                        for m, mirrored in enumerate(self.mirrors):
+                            idx.append(m * num_slots + b)
+                            owners.append((st.job, _VIEW_BY_FLAGS[(st.reverse, mirrored)], frame))
+                if idx:
+                    sel = torch.as_tensor(idx, dtype=torch.long, device=device)
+                    stages = self.feature_stages if self.feature_stages is not None else features.keys()
+                    feats.append({k: features[k].index_select(0, sel) for k in stages})
+                if bar is not None:
+                    bar.update(len(cells))
+            if owners:
+                with autocast_context(device, self.amp):
+                    head = model.forward_detect({k: torch.cat([f[k] for f in feats]) for k in feats[0]})
+                for (job, view, frame), result in zip(owners, self.decode(head, owners)):
+                    job.add(view.name, frame, result)
+            for segs in plan:
+                for _, st, _ in segs:
+                    if st.exhausted:
+                        st.job.open_streams -= 1
+                        if st.job.open_streams == 0:
+                            yield st.job
