@@ -74,6 +74,17 @@ def test_a_malformed_target_is_rejected_with_a_clear_message(workdir, target, me
     assert message in result.stdout + result.stderr
 
 
+def test_a_renamed_setting_is_an_error_naming_its_new_name(workdir):
+    config = workdir / "workflow_config" / "config.yaml"
+    text = config.read_text()
+    config.write_text(text.replace("    evaluate:\n      batch_size: 4\n",
+                                   "    evaluate:\n      batch_size: 4\n      confidence: 0.01\n", 1))
+    assert config.read_text() != text
+    result = snakemake(workdir)
+    assert result.returncode != 0
+    assert "evaluate.confidence: this setting was renamed to 'confidence_threshold'" in result.stdout + result.stderr
+
+
 def test_the_ablation_is_a_named_target(workdir):
     """`snakemake ablation` on the embedded default: the base experiment and its no-tta and no-tracker variants up to
     their round-1 gates (one shared round 0), then the ablation table; the default target leaves them out."""
