@@ -22,7 +22,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
         "arrival_rate_hz": args.arrival_rate_hz}.items() if v is not None}
     config = replace_fields(SynthConfig(), overrides, "leod synth").with_object_size(args.min_object_px,
                                                                                     args.max_object_px)
-    summary = generate_dataset(Path(args.out), config, workers=args.workers, progress=not args.no_progress)
+    summary = generate_dataset(Path(args.out), config, workers=args.workers, progress=not args.no_progress,
+                               fmt=args.format)
     log.info("synthetic dataset written to %s: %s", args.out, json.dumps(summary))
 
 
@@ -57,7 +58,8 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def add_synth(sub: argparse._SubParsersAction) -> None:
-    from leod_core.data.synth_config import SynthConfig  # a small settings module: `leod --help` stays fast
+    # a small settings module: `leod --help` stays fast
+    from leod_core.data.synth_config import DEFAULT_EVENT_FORMAT, EVENT_FORMATS, SynthConfig
 
     default = SynthConfig()
     p = sub.add_parser("synth", help="generate a synthetic event-camera dataset in RVT's raw layout")
@@ -81,13 +83,18 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
                    f"(default {default.min_initial_objects})")
     p.add_argument("--arrival-rate-hz", type=float, help="objects entering the view per second (default "
                    f"{default.arrival_rate_hz:g})")
+    p.add_argument("--format", choices=EVENT_FORMATS, default=DEFAULT_EVENT_FORMAT,
+                   help="file format of each sequence's events: h5 = RVT's {seq}_td.dat.h5 (default), dat = "
+                        "Prophesee DAT {seq}_td.dat, evt2 / evt3 = EVT 2.0 / 3.0 RAW {seq}_td.raw")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_synth)
 
 
 def add_preprocess(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("preprocess", help="raw events + boxes -> RVT's stacked-histogram layout")
-    p.add_argument("--raw", required=True, help="raw dataset directory with train/ val/ test/")
+    p.add_argument("--raw", required=True, help="raw dataset directory with train/ val/ test/, each holding "
+                   "{seq}_bbox.npy beside one event file: {seq}_td.dat.h5 (RVT), {seq}_td.dat (Prophesee DAT) or "
+                   "{seq}.raw / {seq}_td.raw (EVT 2.0 / 3.0)")
     p.add_argument("--out", required=True, help="output directory (RVT preprocessed layout)")
     p.add_argument("--preset", choices=camera_names(), default="gen1",
                    help="RVT's settings for Gen1 / 1Mpx, or the synthetic camera's")

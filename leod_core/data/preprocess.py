@@ -24,6 +24,7 @@ from leod_core.data.atomic import write_text_atomic
 from leod_core.data.cameras import (DEFAULT_CAMERA, BoxFilterConfig, Camera, CameraView, check_field_types,
                                     get_camera)
 from leod_core.data.formats import SPLITS, FormatError, SequenceLabels, SequencePaths
+from leod_core.data.raw_discovery import find_events_file, read_sequence_events
 from leod_core.data.representation import downsample_by_2_nearest, stacked_histogram
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,8 @@ NO_LABELS = "no-labels"     # preprocess_sequence's status for a sequence whose 
 
 def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, split: str,
                         cfg: PreprocessConfig) -> str:
-    """Preprocess one raw sequence into ``out_dir`` (``{root}/{split}/{seq}``); returns a status word.
+    """Preprocess one raw sequence (``events_file``: RVT's h5 or a camera recording) into ``out_dir``
+    (``{root}/{split}/{seq}``); returns a status word.
 
     The HDF5 file is written last, so its presence marks a complete sequence; complete sequences are skipped.
     """
@@ -194,7 +196,7 @@ def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, spli
     if h5_file.is_file() and paths.labels.is_file():
         return "skipped"
     boxes = formats.read_raw_boxes(boxes_file)
-    events = formats.read_raw_events(events_file, (cfg.default_height, cfg.default_width))
+    events = read_sequence_events(events_file, (cfg.default_height, cfg.default_width))
     try:
         plan = plan_sequence(boxes, split, events.height, events.width, cfg, boxes_file)
     except NoLabelsError:
@@ -209,7 +211,8 @@ def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, spli
 
 
 def find_raw_sequences(raw_dir: Path, cfg: PreprocessConfig) -> list[tuple[str, str, Path, Path]]:
-    """(split, seq, events file, boxes file) for every ``{split}/{seq}_bbox.npy`` under ``raw_dir``."""
+    """(split, seq, events file, boxes file) for every ``{split}/{seq}_bbox.npy`` under ``raw_dir``; the events
+    file is RVT's h5 or a camera recording (:func:`~leod_core.data.raw_discovery.find_events_file`)."""
     found = []
     for split in SPLITS:
         split_dir = raw_dir / split
@@ -217,9 +220,7 @@ def find_raw_sequences(raw_dir: Path, cfg: PreprocessConfig) -> list[tuple[str, 
             raise FormatError(split_dir, "raw split directory is missing")
         for boxes_file in sorted(split_dir.glob(f"*{_BBOX_SUFFIX}")):
             seq = boxes_file.name[: -len(_BBOX_SUFFIX)]
-            events_file, _ = formats.raw_paths(split_dir, seq, cfg.gen4_style_names)
-            if not events_file.is_file():
-                raise FormatError(events_file, f"raw events of {boxes_file.name} are missing")
+            events_file = find_events_file(split_dir, seq, cfg.gen4_style_names)
             found.append((split, seq, events_file, boxes_file))
     if not found:
         raise FormatError(raw_dir, f"no raw sequences (*{_BBOX_SUFFIX}) found")

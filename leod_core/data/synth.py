@@ -25,15 +25,16 @@ import numpy as np
 from tqdm import tqdm
 
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.formats import (PROPHESEE_BBOX_DTYPE, SPLITS, RawEvents, raw_paths, write_raw_boxes,
-                                    write_raw_events)
-from leod_core.data.synth_config import SynthConfig
+from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, SPLITS, RawEvents, raw_paths, write_raw_boxes
+from leod_core.data.raw_discovery import events_file_for_writing
+from leod_core.data.recordings import write_recording
+from leod_core.data.synth_config import DEFAULT_EVENT_FORMAT, EVENT_FORMATS, SynthConfig
 from leod_core.data.synth_events import _noise_events, _simulate, _splat
 from leod_core.data.synth_scene import CAR, PEDESTRIAN, _SHAPE_ORIGIN, _background, _scene, _Scene
 from leod_core.data.synth_scene import _sprite  # noqa: F401  (tests draw single sprites through this module)
 
-__all__ = ["CAR", "PEDESTRIAN", "SUMMARY_FILE", "SynthConfig", "generate_dataset", "generate_sequence",
-           "sequence_name"]
+__all__ = ["CAR", "DEFAULT_EVENT_FORMAT", "EVENT_FORMATS", "PEDESTRIAN", "SUMMARY_FILE", "SynthConfig",
+           "generate_dataset", "generate_sequence", "sequence_name"]
 
 log = logging.getLogger(__name__)
 
@@ -104,25 +105,35 @@ def generate_sequence(config: SynthConfig, split: str, index: int) -> tuple[RawE
     return raw, _labels(config, scene)
 
 
-def _write_sequence(out_dir: Path, config: SynthConfig, split: str, index: int) -> tuple[str, int, int, int]:
-    """Generate and write one sequence; return (split, events, boxes, bytes written)."""
+def _write_sequence(out_dir: Path, config: SynthConfig, fmt: str, split: str,
+                    index: int) -> tuple[str, int, int, int]:
+    """Generate and write one sequence (events in format ``fmt``); return (split, events, boxes, bytes written)."""
     events, boxes = generate_sequence(config, split, index)
-    events_path, boxes_path = raw_paths(out_dir / split, sequence_name(split, index))
-    write_raw_events(events_path, events)
+    name = sequence_name(split, index)
+    events_path = events_file_for_writing(out_dir / split, name, fmt)
+    boxes_path = raw_paths(out_dir / split, name)[1]
+    write_recording(events_path, events, fmt)
     write_raw_boxes(boxes_path, boxes)
     return split, len(events.t), len(boxes), events_path.stat().st_size + boxes_path.stat().st_size
 
 
-def generate_dataset(out_dir: Path, config: SynthConfig, workers: int = 1, progress: bool = True) -> dict:
+def generate_dataset(out_dir: Path, config: SynthConfig, workers: int = 1, progress: bool = True,
+                     fmt: str = DEFAULT_EVENT_FORMAT) -> dict:
     """Write every split's sequences in RVT's raw layout under ``out_dir``, then ``out_dir/summary.json``.
+
+    ``fmt`` (one of :data:`EVENT_FORMATS`) is the events' file format: ``h5`` writes RVT's ``{seq}_td.dat.h5``,
+    ``dat`` a Prophesee ``{seq}_td.dat``, ``evt2`` / ``evt3`` a ``{seq}_td.raw``; boxes are always
+    ``{seq}_bbox.npy``.
 
     Returns (and writes) ``{"splits": {split: {"sequences", "events", "boxes", "bytes"}}, "total_bytes": int,
     "config": {...}}``; the summary file is written last, so it marks a complete dataset.
     """
+    if fmt not in EVENT_FORMATS:
+        raise ValueError(f"unknown event file format {fmt!r}, expected one of {EVENT_FORMATS}")
     out_dir = Path(out_dir)
     jobs = [(split, i) for split in SPLITS for i in range(config.num_sequences(split))]
     summary = {split: {"sequences": 0, "events": 0, "boxes": 0, "bytes": 0} for split in SPLITS}
-    write = partial(_write_sequence, out_dir, config)
+    write = partial(_write_sequence, out_dir, config, fmt)
     splits, indices = [s for s, _ in jobs], [i for _, i in jobs]
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as pool:
         results = pool.map(write, splits, indices) if pool else map(write, splits, indices)

@@ -4,6 +4,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+#: Event file formats ``leod synth --format`` writes: :data:`leod_core.data.recordings.FORMATS`, spelled out here
+#: so that ``leod --help`` need not import the readers.
+EVENT_FORMATS = ("h5", "dat", "evt2", "evt3")
+#: RVT's ``{seq}_td.dat.h5``, what ``leod synth`` writes unless asked otherwise.
+DEFAULT_EVENT_FORMAT = "h5"
+
 
 @dataclass(frozen=True)
 class SynthConfig:

@@ -11,7 +11,8 @@ Preprocessed sequence directory (``{root}/{split}/{seq}/``)::
     labels_v2/timestamps_us.npy             # int64 [F]: time (µs) of each labeled frame
 
 Raw sequence (input of preprocessing): ``{split}/{seq}_td.dat.h5`` (group ``events``: ``x``, ``y``, ``p``,
-``t`` in µs, optional ``height``/``width``) beside ``{split}/{seq}_bbox.npy`` (Prophesee box dtype).
+``t`` in µs, optional ``height``/``width``) beside ``{split}/{seq}_bbox.npy`` (Prophesee box dtype). Camera recordings
+(Prophesee DAT, EVT 2.0 / 3.0 RAW) may stand in for the h5 file: :mod:`leod_core.data.raw_discovery`.
 
 Every reader validates what it opens and raises :class:`FormatError` naming the file and the problem.
 Every writer writes to a temporary name and renames.

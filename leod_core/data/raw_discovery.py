@@ -1,0 +1,67 @@
+"""Which file holds the events of a raw sequence (``{split}/{seq}_bbox.npy``), how it is read, and where
+``leod synth`` writes each event format.
+
+Accepted event files beside ``{seq}_bbox.npy`` (exactly one per sequence; two or more is an error naming them):
+
+- ``{seq}_td.dat.h5`` (``{seq}_td.h5`` with gen4-style names): RVT's conversion, read as RVT does
+  (:func:`~leod_core.data.formats.read_raw_events`), exactly as before recordings were accepted;
+- ``{seq}_td.dat``: Prophesee DAT (Gen1's original release);
+- ``{seq}.raw`` or ``{seq}_td.raw``: EVT 2.0 / EVT 3.0 RAW, the encoding taken from the ``%`` header.
+
+Recordings are read whole through :func:`~leod_core.data.recordings.open_recording`; the sensor size comes from
+the file's header, else from the given default (pixels).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from leod_core.data.formats import FormatError, PathLike, RawEvents, raw_paths, read_raw_events
+from leod_core.data.recordings import FORMATS, open_recording
+
+#: Name endings ``{seq}<ending>`` of the camera recordings accepted besides RVT's h5, in search order.
+RECORDING_ENDINGS = ("_td.dat", ".raw", "_td.raw")
+#: Name ending of the event file ``leod synth --format`` writes, by recording format (h5: :func:`raw_paths`).
+WRITTEN_ENDINGS = {"dat": "_td.dat", "evt2": "_td.raw", "evt3": "_td.raw"}
+_H5_FORMAT = "h5"
+_H5_SUFFIX = ".h5"
+
+
+def events_file_for_writing(split_dir: PathLike, seq: str, fmt: str) -> Path:
+    """Where the events of ``seq`` in format ``fmt`` (one of :data:`~leod_core.data.recordings.FORMATS`) go."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown recording format {fmt!r}, expected one of {FORMATS}")
+    if fmt == _H5_FORMAT:
+        return raw_paths(split_dir, seq)[0]
+    return Path(split_dir) / f"{seq}{WRITTEN_ENDINGS[fmt]}"
+
+
+def find_events_file(split_dir: PathLike, seq: str, gen4_style: bool) -> Path:
+    """The one event file of sequence ``seq`` in ``split_dir`` (see the module docstring); none or several
+    raise a :class:`FormatError` (none names RVT's h5 path, several name every file found)."""
+    split_dir = Path(split_dir)
+    h5_file, boxes_file = raw_paths(split_dir, seq, gen4_style)
+    candidates = [h5_file, *(split_dir / f"{seq}{ending}" for ending in RECORDING_ENDINGS)]
+    found = [path for path in candidates if path.is_file()]
+    if not found:
+        raise FormatError(h5_file, f"raw events of {boxes_file.name} are missing (looked for "
+                                   f"{', '.join(path.name for path in candidates)})")
+    if len(found) > 1:
+        raise FormatError(boxes_file, f"ambiguous raw events: {len(found)} event files for one sequence "
+                                      f"({', '.join(str(path) for path in found)}); keep one")
+    return found[0]
+
+
+def read_sequence_events(path: PathLike, default_hw: tuple[int, int]) -> RawEvents:
+    """Every event of ``path`` as preprocessing needs it: x, y (pixels), p (0/1), t (µs) int64 [N].
+
+    An ``*.h5`` name is RVT's file, read by :func:`read_raw_events` (``default_hw``, (height, width) in pixels,
+    when it stores no size); any other name is a recording read by its detected format.
+    """
+    path = Path(path)
+    if path.suffix == _H5_SUFFIX:
+        return read_raw_events(path, default_hw)
+    events = open_recording(path, default_hw).read_all()
+    x, y, p, t = (np.asarray(getattr(events, key), dtype=np.int64) for key in "xypt")
+    return RawEvents(x=x, y=y, p=p, t=t, height=events.height, width=events.width)
