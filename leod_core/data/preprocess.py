@@ -5,6 +5,17 @@ Per sequence: filter the boxes (per split), choose the label frames (the first l
 representation end timestamps (every ``repr_step_us`` back from the first label frame, then
 ``reprs_per_label_period`` per label period between label frames), and write one stacked histogram of the
 ``repr_window_us`` before each end timestamp. See ``docs/layout.md`` (Preprocessing).
+
+Unlabeled recordings: a ``train`` sequence whose ``{seq}_bbox.npy`` is absent (discovered from its event file,
+:func:`find_raw_sequences`) or empty, or whose boxes are all filtered out, is kept as an *unlabeled sequence*
+(status :data:`UNLABELED`) so that pseudo-labelling labels it. Its label frames lie on the camera's label grid
+(:func:`unlabeled_label_frames`): every ``label_period_us`` from the first multiple of ``repr_step_us`` at or
+after both ``align_t_us`` and the first event, up to the last event (µs); each frame holds zero boxes, and the
+representations are chosen and written exactly as for a labeled sequence with those label frames. Labeled
+sequences are processed exactly as before (RVT). ``val`` and ``test`` need ground truth for evaluation, so an
+unlabeled sequence there is dropped as RVT does (status :data:`NO_LABELS`, logged); so is an unlabeled ``train``
+sequence where the preset derives the label period from the label rate (``label_period_us`` None: no grid
+without labels) or whose events end before the first grid frame.
 """
 from __future__ import annotations
 
@@ -23,13 +34,15 @@ from leod_core.data import formats
 from leod_core.data.atomic import write_text_atomic
 from leod_core.data.cameras import (DEFAULT_CAMERA, BoxFilterConfig, Camera, CameraView, check_field_types,
                                     get_camera)
-from leod_core.data.formats import SPLITS, FormatError, SequenceLabels, SequencePaths
-from leod_core.data.raw_discovery import find_events_file, read_sequence_events
+from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, SPLITS, FormatError, SequenceLabels, SequencePaths
+from leod_core.data.raw_discovery import find_events_file, read_sequence_events, sequences_with_events
 from leod_core.data.representation import downsample_by_2_nearest, stacked_histogram
 
 log = logging.getLogger(__name__)
 
 _BBOX_SUFFIX = "_bbox.npy"
+#: The one split whose sequences without labels are kept as unlabeled sequences (see the module docstring).
+UNLABELED_SPLIT = "train"
 #: The camera whose settings are :class:`PreprocessConfig`'s defaults.
 _DEFAULT = get_camera(DEFAULT_CAMERA)
 
@@ -70,7 +83,7 @@ PRESETS = CameraView(preset_for_camera)
 
 
 class NoLabelsError(Exception):
-    """No label frame is left after filtering; RVT drops such a sequence."""
+    """No label frame is left after filtering; RVT drops such a sequence (``train`` keeps it unlabeled)."""
 
 
 def filter_boxes(boxes: np.ndarray, split: str, height: int, width: int, cfg: BoxFilterConfig) -> np.ndarray:
@@ -157,6 +170,35 @@ def plan_sequence(boxes: np.ndarray, split: str, height: int, width: int, cfg: P
     starts = np.searchsorted(box_t, frames_us, side="left")
     ends = np.searchsorted(box_t, frames_us, side="right")
     labels = SequenceLabels.from_frames([boxes[s:e] for s, e in zip(starts, ends)])
+    return _plan_from_frames(labels, frames_us, reprs_between, cfg, path)
+
+
+def unlabeled_label_frames(events_t_us: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Label frame times (int64 [F], µs) of an unlabeled sequence: every ``label_period_us`` from the first
+    multiple of ``repr_step_us`` at or after ``align_t_us`` and the first event, up to the last event. Raises
+    :class:`NoLabelsError` without a preset label period, without events or when no frame fits."""
+    if cfg.label_period_us is None or len(events_t_us) == 0:
+        raise NoLabelsError
+    step = cfg.repr_step_us
+    first = -(-max(cfg.align_t_us, int(events_t_us[0])) // step) * step
+    frames = np.arange(first, int(events_t_us[-1]) + 1, cfg.label_period_us, dtype=np.int64)
+    if len(frames) == 0:
+        raise NoLabelsError
+    return frames
+
+
+def plan_unlabeled_sequence(events_t_us: np.ndarray, cfg: PreprocessConfig, path: Path) -> SequencePlan:
+    """Plan of an unlabeled sequence: :func:`unlabeled_label_frames`, each with zero boxes, and the
+    representations a labeled sequence with those frames gets (``reprs_per_label_period`` per period)."""
+    frames_us = unlabeled_label_frames(events_t_us, cfg)
+    labels = SequenceLabels(np.zeros(0, dtype=PROPHESEE_BBOX_DTYPE), np.zeros(len(frames_us), dtype=np.int64))
+    reprs_between = [cfg.reprs_per_label_period] * (len(frames_us) - 1)
+    return _plan_from_frames(labels, frames_us, reprs_between, cfg, path)
+
+
+def _plan_from_frames(labels: SequenceLabels, frames_us: np.ndarray, reprs_between: list[int],
+                      cfg: PreprocessConfig, path: Path) -> SequencePlan:
+    """The representation timestamps of label frames ``frames_us`` (µs) and the frame → repr index map."""
     repr_ts = repr_timestamps(frames_us, reprs_between, cfg.repr_step_us)
     frame_2_repr = np.searchsorted(repr_ts, frames_us, side="left").astype(np.int64)
     if not np.array_equal(repr_ts[frame_2_repr], frames_us):
@@ -181,47 +223,70 @@ def write_event_representations(events: formats.RawEvents, repr_ts: np.ndarray, 
             writer.append(frame[None])
 
 
-NO_LABELS = "no-labels"     # preprocess_sequence's status for a sequence whose boxes were all filtered out
+NO_LABELS = "no-labels"     # preprocess_sequence's status for a sequence without labels that is not written
+UNLABELED = "unlabeled"     # ... for an unlabeled sequence in the output (written now or complete before)
+
+
+def _plan_or_none(boxes: np.ndarray | None, events: formats.RawEvents, split: str, cfg: PreprocessConfig,
+                  boxes_file: Path, events_file: Path) -> tuple[SequencePlan, str] | None:
+    """The plan and status of a labeled (``written``) or unlabeled (:data:`UNLABELED`) sequence; None when it
+    is not written (see the module docstring)."""
+    try:
+        if boxes is not None:
+            return plan_sequence(boxes, split, events.height, events.width, cfg, boxes_file), "written"
+    except NoLabelsError:
+        pass
+    if split != UNLABELED_SPLIT:
+        return None
+    try:
+        return plan_unlabeled_sequence(events.t, cfg, events_file), UNLABELED
+    except NoLabelsError:
+        return None
 
 
 def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, split: str,
                         cfg: PreprocessConfig) -> str:
     """Preprocess one raw sequence (``events_file``: RVT's h5 or a camera recording) into ``out_dir``
-    (``{root}/{split}/{seq}``); returns a status word.
+    (``{root}/{split}/{seq}``); returns a status word (``written``, ``skipped``, :data:`UNLABELED`,
+    :data:`NO_LABELS`). ``boxes_file`` may be absent: an unlabeled sequence (see the module docstring).
 
-    The HDF5 file is written last, so its presence marks a complete sequence; complete sequences are skipped.
+    The HDF5 file is written last, so its presence marks a complete sequence; complete sequences are skipped
+    (reported :data:`UNLABELED` when their labels hold no box).
     """
     paths = SequencePaths(out_dir)
     h5_file = paths.ev_repr_file(cfg.downsampled_by_2)
     if h5_file.is_file() and paths.labels.is_file():
-        return "skipped"
-    boxes = formats.read_raw_boxes(boxes_file)
+        return UNLABELED if len(formats.read_labels(paths.labels).labels) == 0 else "skipped"
+    boxes = formats.read_raw_boxes(boxes_file) if boxes_file.is_file() else None
     events = read_sequence_events(events_file, (cfg.default_height, cfg.default_width))
-    try:
-        plan = plan_sequence(boxes, split, events.height, events.width, cfg, boxes_file)
-    except NoLabelsError:
+    planned = _plan_or_none(boxes, events, split, cfg, boxes_file, events_file)
+    if planned is None:
         log.debug("%s: no labels left after filtering; sequence not written", boxes_file)
         return NO_LABELS
+    plan, status = planned
     formats.write_labels(paths.labels, plan.labels)
     formats.write_npy(paths.label_timestamps, plan.label_timestamps_us)
     formats.write_npy(paths.objframe_idx_2_repr_idx, plan.objframe_idx_2_repr_idx)
     formats.write_npy(paths.repr_timestamps, plan.repr_timestamps_us)
     write_event_representations(events, plan.repr_timestamps_us, h5_file, cfg)
-    return "written"
+    return status
 
 
 def find_raw_sequences(raw_dir: Path, cfg: PreprocessConfig) -> list[tuple[str, str, Path, Path]]:
-    """(split, seq, events file, boxes file) for every ``{split}/{seq}_bbox.npy`` under ``raw_dir``; the events
-    file is RVT's h5 or a camera recording (:func:`~leod_core.data.raw_discovery.find_events_file`)."""
+    """(split, seq, events file, boxes file) for every ``{split}/{seq}_bbox.npy`` under ``raw_dir`` and, in
+    :data:`UNLABELED_SPLIT`, every event file without one (its boxes file absent: an unlabeled sequence); the
+    events file is RVT's h5 or a camera recording (:func:`~leod_core.data.raw_discovery.find_events_file`)."""
     found = []
     for split in SPLITS:
         split_dir = raw_dir / split
         if not split_dir.is_dir():
             raise FormatError(split_dir, "raw split directory is missing")
-        for boxes_file in sorted(split_dir.glob(f"*{_BBOX_SUFFIX}")):
-            seq = boxes_file.name[: -len(_BBOX_SUFFIX)]
+        names = {boxes_file.name[: -len(_BBOX_SUFFIX)] for boxes_file in split_dir.glob(f"*{_BBOX_SUFFIX}")}
+        if split == UNLABELED_SPLIT:
+            names |= sequences_with_events(split_dir, cfg.gen4_style_names)
+        for seq in sorted(names, key=lambda name: name + _BBOX_SUFFIX):   # the order of the boxes files
             events_file = find_events_file(split_dir, seq, cfg.gen4_style_names)
-            found.append((split, seq, events_file, boxes_file))
+            found.append((split, seq, events_file, split_dir / f"{seq}{_BBOX_SUFFIX}"))
     if not found:
         raise FormatError(raw_dir, f"no raw sequences (*{_BBOX_SUFFIX}) found")
     return found
@@ -231,7 +296,8 @@ def preprocess_dataset(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, work
                        progress: bool = True) -> dict:
     """Preprocess every raw sequence of ``raw_dir`` into ``out_dir`` (parallel over sequences).
 
-    Writes ``out_dir/preprocess_summary.json`` last (sequence counts per split and status, the config).
+    Writes ``out_dir/preprocess_summary.json`` last (the sequences per split and status, unlabeled sequences
+    under :data:`UNLABELED`; the config).
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     jobs = find_raw_sequences(raw_dir, cfg)
@@ -249,8 +315,8 @@ def preprocess_dataset(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, work
     write_text_atomic(out_dir / "preprocess_summary.json", json.dumps(summary, indent=2, sort_keys=True))
     for split, by_status in summary["splits"].items():
         log.info("%s: %s", split, ", ".join(f"{len(v)} {k}" for k, v in sorted(by_status.items())))
-    unlabeled = [str(bx) for (_, _, _, bx), status in zip(jobs, statuses) if status == NO_LABELS]
-    if unlabeled:
+    dropped = [str(bx) for (_, _, _, bx), status in zip(jobs, statuses) if status == NO_LABELS]
+    if dropped:
         log.warning("%d of %d sequences have no labels left after filtering and were not written: %s",
-                    len(unlabeled), len(jobs), ", ".join(unlabeled))
+                    len(dropped), len(jobs), ", ".join(dropped))
     return summary

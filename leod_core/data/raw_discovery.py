@@ -8,6 +8,9 @@ Accepted event files beside ``{seq}_bbox.npy`` (exactly one per sequence; two or
 - ``{seq}_td.dat``: Prophesee DAT (Gen1's original release);
 - ``{seq}.raw`` or ``{seq}_td.raw``: EVT 2.0 / EVT 3.0 RAW, the encoding taken from the ``%`` header.
 
+In ``train`` a sequence may have an event file and no ``{seq}_bbox.npy`` (an unlabeled recording,
+:func:`sequences_with_events`).
+
 Recordings are read whole through :func:`~leod_core.data.recordings.open_recording`; the sensor size comes from
 the file's header, else from the given default (pixels).
 """
@@ -51,6 +54,19 @@ def find_events_file(split_dir: PathLike, seq: str, gen4_style: bool) -> Path:
         raise FormatError(boxes_file, f"ambiguous raw events: {len(found)} event files for one sequence "
                                       f"({', '.join(str(path) for path in found)}); keep one")
     return found[0]
+
+
+def sequences_with_events(split_dir: PathLike, gen4_style: bool) -> set[str]:
+    """Names ``seq`` of the accepted event files in ``split_dir``; a name with several accepted endings is
+    read with the longest (``a_td.raw`` is sequence ``a``, as ``leod synth`` writes it)."""
+    h5_ending = raw_paths("", "", gen4_style)[0].name
+    endings = sorted((h5_ending, *RECORDING_ENDINGS), key=len, reverse=True)
+    names = set()
+    for path in Path(split_dir).iterdir():
+        ending = next((e for e in endings if path.name.endswith(e) and len(path.name) > len(e)), None)
+        if ending is not None and path.is_file():
+            names.add(path.name[: -len(ending)])
+    return names
 
 
 def read_sequence_events(path: PathLike, default_hw: tuple[int, int]) -> RawEvents:

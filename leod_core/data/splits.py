@@ -9,6 +9,12 @@
   present, unlabeled).
 * ``full``: every labeled frame of every sequence (ratio 1).
 
+Unlabeled recordings (preprocessing's unlabeled sequences: ``labels.npz`` holds label frames but no box, see
+:func:`unlabeled_sequences`) keep ``[]`` in every setting; their frames are pseudo-labelled. They still count
+among the ``N`` sorted names of SSOD (LEOD's sub-sampling of the training sequences is unchanged, so a split of a
+dataset without them is as before), and WSOD and ``full`` keep none of their frames. A sequence directory without
+``labels.npz`` counts as labeled.
+
 The ``offset`` selects one of several label splits of the same ratio (LEOD: "All results in the paper are
 averaged over three different splits (we offset the index when sub-sampling the data)"; only offset 0 was
 released). Valid offsets are ``0 .. num_offsets - 1`` (:func:`num_offsets`: the WSOD stride, the SSOD step ``k``,
@@ -30,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.formats import FormatError, PathLike, SequencePaths, read_objframe_idx_2_repr_idx
+from leod_core.data.formats import FormatError, PathLike, SequencePaths, read_labels, read_objframe_idx_2_repr_idx
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +267,19 @@ def _sequence_dirs(train_dir: Path) -> list[Path]:
     return dirs
 
 
-def _wsod_frames(repr_indices: dict[str, np.ndarray], ratio: float, sequence_length: int,
-                 offset: int) -> dict[str, list[int]]:
+def unlabeled_sequences(dirs: Sequence[Path]) -> set[str]:
+    """Names of the sequence directories whose ``labels.npz`` holds no box (unlabeled recordings)."""
+    files = {d.name: SequencePaths(d).labels for d in dirs}
+    return {name for name, path in files.items() if path.is_file() and not len(read_labels(path).labels)}
+
+
+def _wsod_frames(repr_indices: dict[str, np.ndarray], ratio: float, sequence_length: int, offset: int,
+                 unlabeled: set[str]) -> dict[str, list[int]]:
     frames = {}
     for name, repr_idx in repr_indices.items():
+        if name in unlabeled:
+            frames[name] = []
+            continue
         frames[name] = wsod_labeled_frames(repr_idx, ratio, sequence_length, offset)
         if not frames[name]:
             log.warning("sequence %s keeps no label: the history shift moves its frames from offset %d past its "
@@ -288,14 +303,18 @@ def make_split(train_dir: PathLike, setting: str, ratio: float, sequence_length:
     dirs = _sequence_dirs(Path(train_dir))
     check_split_offset(setting, ratio, len(dirs), offset)
     repr_indices = {d.name: read_objframe_idx_2_repr_idx(SequencePaths(d).objframe_idx_2_repr_idx) for d in dirs}
+    unlabeled = unlabeled_sequences(dirs)
     if setting == "wsod":
-        frames = _wsod_frames(repr_indices, ratio, sequence_length, offset)
+        frames = _wsod_frames(repr_indices, ratio, sequence_length, offset, unlabeled)
     else:
-        kept = set(ssod_kept_sequences(list(repr_indices), ratio, offset))
+        kept = set(ssod_kept_sequences(list(repr_indices), ratio, offset)) - unlabeled
         frames = {name: list(range(len(idx))) if name in kept else [] for name, idx in repr_indices.items()}
     split = LabelSplit(setting, ratio, sequence_length, frames, offset)
     log.info("%s split of %s at ratio %g (L=%d): %s", setting, train_dir, ratio, sequence_length,
              ", ".join(f"{key} {value}" for key, value in split.summary().items()))
+    if unlabeled:
+        log.info("%d unlabeled recordings keep no label (pseudo-labelled): %s", len(unlabeled),
+                 ", ".join(sorted(unlabeled)))
     return split
 
 

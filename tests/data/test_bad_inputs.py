@@ -133,12 +133,17 @@ def test_decreasing_event_timestamps_are_raised_and_logged(pristine, tmp_path, c
 
 
 def test_a_sequence_without_boxes_is_skipped_and_logged(pristine, tmp_path, caplog):
-    raw, _, boxes = raw_copy(tmp_path, pristine)
-    edit_boxes(lambda rows: rows[:0])(boxes)
+    raw, _, train_boxes = raw_copy(tmp_path, pristine)
+    (boxes,) = sorted((raw / "val").glob("*_bbox.npy"))
+    for path in (train_boxes, boxes):
+        edit_boxes(lambda rows: rows[:0])(path)
     with caplog.at_level(logging.WARNING):
         run_leod(["preprocess", "--raw", str(raw), "--out", str(tmp_path / "data"), "--preset", "synth"])
     assert f"sequences have no labels left after filtering and were not written: {boxes}" in caplog.text
-    assert not (tmp_path / "data" / "train" / TRAIN_SEQ).exists()
+    assert not (tmp_path / "data" / "val" / boxes.name.removesuffix("_bbox.npy")).exists()
+    # in train it is an unlabeled recording, kept for pseudo-labelling (tests/data/test_unlabeled_recordings.py)
+    reader = SequenceReader(tmp_path / "data" / "train" / TRAIN_SEQ)
+    assert reader.num_frames > 0 and all(len(reader.frame_labels(i)) == 0 for i in range(reader.num_frames))
 
 
 def test_a_box_outside_the_frame_is_dropped_and_logged(pristine, tmp_path, caplog):
