@@ -67,3 +67,26 @@ def spread_logit_model(seed: int = 0, hw: tuple[int, int] = (64, 96), spread_box
             conv.bias.zero_()
             conv.weight.mul_(scale)
     return model
+
+
+#: Head bias of :func:`write_confident_checkpoint`: sigmoid 0.95, an untrained head sure of everything, so boxes
+#: reach every stage of pseudo-labelling.
+CONFIDENT_LOGIT = 3.0
+
+
+def write_confident_checkpoint(path: Path, hw: tuple[int, int] = (64, 96), seed: int = 0) -> Path:
+    """Write ``model.ckpt`` of a tiny RVT (embed 16, 2 classes, input ``hw`` px) whose objectness and class
+    biases are :data:`CONFIDENT_LOGIT`; returns ``path``."""
+    import torch
+
+    from leod_core.models.checkpoint import save_model_checkpoint
+    from leod_core.models.detector import RVTConfig, build_detector
+
+    torch.manual_seed(seed)
+    config = RVTConfig.tiny(2, hw, embed_dim=16, dim_head=16)
+    model = build_detector(config)
+    with torch.no_grad():
+        for pred in (*model.yolox_head.obj_preds, *model.yolox_head.cls_preds):
+            pred.bias.fill_(CONFIDENT_LOGIT)
+    save_model_checkpoint(path, model, config)
+    return path

@@ -7,20 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from builders import write_confident_checkpoint
 from leod_core.cli import main as leod
 from leod_core.data import loaders
 from leod_core.data.formats import SequencePaths, read_labels, read_objframe_idx_2_repr_idx
 from leod_core.data.preprocess import PRESETS
 from leod_core.data.splits import read_split
-from leod_core.models.checkpoint import save_model_checkpoint
-from leod_core.models.detector import RVTConfig, build_detector
 from leod_core.pseudo.writer import is_complete_sequence
 from leod_core.workflow.__main__ import main as workflow
 
 NUM_LABELED, NUM_UNLABELED = 4, 8
-CONFIDENT_LOGIT = 3.0   # sigmoid 0.95: an untrained head sure of everything, so every sequence gets boxes
 SEQ_LEN = "5"
 
 
@@ -82,14 +79,7 @@ def test_pseudo_labels_and_self_training_cover_unlabeled_recordings(dataset, tmp
     split = tmp_path / "split.json"
     assert leod(["split", "--data", str(root), "--setting", "wsod", "--ratio", "0.5", "--sequence-length", SEQ_LEN,
                  "--out", str(split)]) == 0
-    torch.manual_seed(0)
-    config = RVTConfig.tiny(2, (64, 96), embed_dim=16, dim_head=16)
-    model = build_detector(config)
-    with torch.no_grad():
-        for pred in (*model.yolox_head.obj_preds, *model.yolox_head.cls_preds):
-            pred.bias.fill_(CONFIDENT_LOGIT)
-    ckpt = tmp_path / "model.ckpt"
-    save_model_checkpoint(ckpt, model, config)
+    ckpt = write_confident_checkpoint(tmp_path / "model.ckpt")
     shard_list = tmp_path / "shard_list_1.json"
     assert workflow(["shard-list", "--data", str(root), "--split", str(split), "--num-shards", "1",
                      "--out", str(shard_list)]) == 0

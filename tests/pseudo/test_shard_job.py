@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from builders import CONFIDENT_LOGIT, write_confident_checkpoint
 from leod_core.cli import main
 from leod_core.data.splits import make_split, write_split
 from leod_core.models.checkpoint import save_model_checkpoint
@@ -21,20 +22,11 @@ from leod_core.pseudo.shard_list import write_shard_list
 from leod_core.pseudo.shards import read_shard_manifest
 from leod_core.pseudo.writer import is_complete_sequence
 
-CONFIDENT_LOGIT = 3.0   # sigmoid 0.95: an untrained head that is sure of everything, so boxes reach every stage
 
 
 @pytest.fixture(scope="module")
 def confident_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    config = RVTConfig.tiny(2, (64, 96), embed_dim=16, dim_head=16)
-    model = build_detector(config)
-    with torch.no_grad():
-        for pred in (*model.yolox_head.obj_preds, *model.yolox_head.cls_preds):
-            pred.bias.fill_(CONFIDENT_LOGIT)
-    path = tmp_path_factory.mktemp("confident") / "model.ckpt"
-    save_model_checkpoint(path, model, config)
-    return path
+    return write_confident_checkpoint(tmp_path_factory.mktemp("confident") / "model.ckpt")
 
 
 def shard_list(dataset, directory, num_shards):

@@ -60,6 +60,8 @@ TRAINING_STARTED = "leod_core.models.train: training "
 MODEL_CHECKPOINTS = "results/**/model.ckpt"
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+#: Set by .ci/run: there the SLURM tests must run, so a cluster that cannot start fails instead of skipping.
+REQUIRE_SLURM_ENV = "LEOD_REQUIRE_SLURM"
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -68,6 +70,8 @@ def cluster() -> Iterator[SlurmCluster]:
     """A single-node SLURM (2 fake GPUs); installed with apt when missing. Every daemon it started is stopped
     again, also when a test fails. (Its directory is not under pytest's tmp_path: user munge must reach it.)"""
     reason = ensure_installed()
+    if reason and os.environ.get(REQUIRE_SLURM_ENV):
+        pytest.fail(f"{REQUIRE_SLURM_ENV} is set but no SLURM cluster can be started: {reason}")
     if reason:
         pytest.skip(reason)
     cluster = SlurmCluster(Path(tempfile.mkdtemp(prefix="leod-slurm-")), cpu_partition=CPU_PARTITION,
