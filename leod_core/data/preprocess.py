@@ -31,16 +31,19 @@ import numpy as np
 from tqdm import tqdm
 
 from leod_core.data import formats
-from leod_core.data.atomic import write_text_atomic
+from leod_core.data.atomic import atomic_dir, write_text_atomic
 from leod_core.data.cameras import (DEFAULT_CAMERA, BoxFilterConfig, Camera, CameraView, check_field_types,
                                     get_camera)
 from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, SPLITS, FormatError, SequenceLabels, SequencePaths
-from leod_core.data.raw_discovery import find_events_file, read_sequence_events, sequences_with_events
-from leod_core.data.representation import downsample_by_2_nearest, stacked_histogram
+from leod_core.data.raw_discovery import find_events_file, open_sequence_events, sequences_with_events
+from leod_core.data.recordings import DEFAULT_CHUNK_EVENTS, Recording
+from leod_core.data.representation import iter_stacked_histograms
 
 log = logging.getLogger(__name__)
 
 _BBOX_SUFFIX = "_bbox.npy"
+#: Events read per chunk while streaming an event file into representations (memory: about 33 bytes per event).
+READ_CHUNK_EVENTS = DEFAULT_CHUNK_EVENTS
 #: The one split whose sequences without labels are kept as unlabeled sequences (see the module docstring).
 UNLABELED_SPLIT = "train"
 #: The camera whose settings are :class:`PreprocessConfig`'s defaults.
@@ -60,7 +63,7 @@ class PreprocessConfig:
     label_jitter_us: int = 2_000
     repr_step_us: int = 50_000            # spacing of representations before the first label frame
     reprs_per_label_period: int = 2       # RVT's ts_step_frame_ms // ts_step_ev_repr_ms = 100 // 50
-    repr_window_us: int = 50_000          # each representation covers (end - window, end]
+    repr_window_us: int = 50_000          # each representation covers [end - window, end] (µs)
     nbins: int = 10
     count_cutoff: int = 10
     downsampled_by_2: bool = _DEFAULT.downsampled_by_2   # write event_representations_ds2_nearest.h5 at half size
@@ -173,24 +176,26 @@ def plan_sequence(boxes: np.ndarray, split: str, height: int, width: int, cfg: P
     return _plan_from_frames(labels, frames_us, reprs_between, cfg, path)
 
 
-def unlabeled_label_frames(events_t_us: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Label frame times (int64 [F], µs) of an unlabeled sequence: every ``label_period_us`` from the first
-    multiple of ``repr_step_us`` at or after ``align_t_us`` and the first event, up to the last event. Raises
-    :class:`NoLabelsError` without a preset label period, without events or when no frame fits."""
-    if cfg.label_period_us is None or len(events_t_us) == 0:
+def unlabeled_label_frames(time_range_us: tuple[int, int] | None, cfg: PreprocessConfig) -> np.ndarray:
+    """Label frame times (int64 [F], µs) of an unlabeled sequence whose events span ``time_range_us`` (first,
+    last; None without events): every ``label_period_us`` from the first multiple of ``repr_step_us`` at or after
+    ``align_t_us`` and the first event, up to the last event. Raises :class:`NoLabelsError` without a preset
+    label period, without events or when no frame fits."""
+    if cfg.label_period_us is None or time_range_us is None:
         raise NoLabelsError
     step = cfg.repr_step_us
-    first = -(-max(cfg.align_t_us, int(events_t_us[0])) // step) * step
-    frames = np.arange(first, int(events_t_us[-1]) + 1, cfg.label_period_us, dtype=np.int64)
+    first = -(-max(cfg.align_t_us, time_range_us[0]) // step) * step
+    frames = np.arange(first, time_range_us[1] + 1, cfg.label_period_us, dtype=np.int64)
     if len(frames) == 0:
         raise NoLabelsError
     return frames
 
 
-def plan_unlabeled_sequence(events_t_us: np.ndarray, cfg: PreprocessConfig, path: Path) -> SequencePlan:
+def plan_unlabeled_sequence(time_range_us: tuple[int, int] | None, cfg: PreprocessConfig, path: Path
+                            ) -> SequencePlan:
     """Plan of an unlabeled sequence: :func:`unlabeled_label_frames`, each with zero boxes, and the
     representations a labeled sequence with those frames gets (``reprs_per_label_period`` per period)."""
-    frames_us = unlabeled_label_frames(events_t_us, cfg)
+    frames_us = unlabeled_label_frames(time_range_us, cfg)
     labels = SequenceLabels(np.zeros(0, dtype=PROPHESEE_BBOX_DTYPE), np.zeros(len(frames_us), dtype=np.int64))
     reprs_between = [cfg.reprs_per_label_period] * (len(frames_us) - 1)
     return _plan_from_frames(labels, frames_us, reprs_between, cfg, path)
@@ -206,20 +211,15 @@ def _plan_from_frames(labels: SequenceLabels, frames_us: np.ndarray, reprs_betwe
     return SequencePlan(labels, frames_us, repr_ts, frame_2_repr)
 
 
-def write_event_representations(events: formats.RawEvents, repr_ts: np.ndarray, out_file: Path,
+def write_event_representations(events: Recording, repr_ts: np.ndarray, out_file: Path,
                                 cfg: PreprocessConfig) -> None:
-    """Write one stacked histogram per end timestamp in ``repr_ts`` (events in (end - window, end])."""
-    stops = np.searchsorted(events.t, repr_ts, side="right")
-    starts = np.searchsorted(events.t, repr_ts - cfg.repr_window_us, side="left")
-    height, width = events.height, events.width
-    out_hw = (height // 2, width // 2) if cfg.downsampled_by_2 else (height, width)
+    """Write one stacked histogram per end timestamp in ``repr_ts`` (the events in ``[end - window, end]``),
+    streaming ``events`` chunk by chunk (:func:`~leod_core.data.representation.iter_stacked_histograms`)."""
+    out_hw = (events.height // 2, events.width // 2) if cfg.downsampled_by_2 else (events.height, events.width)
+    frames = iter_stacked_histograms(events.chunks(READ_CHUNK_EVENTS), repr_ts, cfg.repr_window_us, (events.height, events.width),
+                                     cfg.nbins, cfg.count_cutoff, cfg.downsampled_by_2)
     with formats.EventReprWriter(out_file, 2 * cfg.nbins, *out_hw) as writer:
-        for start, stop in zip(starts, stops):
-            window = slice(start, stop)
-            frame = stacked_histogram(events.x[window], events.y[window], events.p[window], events.t[window],
-                                      height, width, cfg.nbins, cfg.count_cutoff)
-            if cfg.downsampled_by_2:
-                frame = downsample_by_2_nearest(frame)
+        for frame in frames:
             writer.append(frame[None])
 
 
@@ -227,7 +227,7 @@ NO_LABELS = "no-labels"     # preprocess_sequence's status for a sequence withou
 UNLABELED = "unlabeled"     # ... for an unlabeled sequence in the output (written now or complete before)
 
 
-def _plan_or_none(boxes: np.ndarray | None, events: formats.RawEvents, split: str, cfg: PreprocessConfig,
+def _plan_or_none(boxes: np.ndarray | None, events: Recording, split: str, cfg: PreprocessConfig,
                   boxes_file: Path, events_file: Path) -> tuple[SequencePlan, str] | None:
     """The plan and status of a labeled (``written``) or unlabeled (:data:`UNLABELED`) sequence; None when it
     is not written (see the module docstring)."""
@@ -239,7 +239,7 @@ def _plan_or_none(boxes: np.ndarray | None, events: formats.RawEvents, split: st
     if split != UNLABELED_SPLIT:
         return None
     try:
-        return plan_unlabeled_sequence(events.t, cfg, events_file), UNLABELED
+        return plan_unlabeled_sequence(events.time_range_us(), cfg, events_file), UNLABELED
     except NoLabelsError:
         return None
 
@@ -250,26 +250,47 @@ def preprocess_sequence(events_file: Path, boxes_file: Path, out_dir: Path, spli
     (``{root}/{split}/{seq}``); returns a status word (``written``, ``skipped``, :data:`UNLABELED`,
     :data:`NO_LABELS`). ``boxes_file`` may be absent: an unlabeled sequence (see the module docstring).
 
-    The HDF5 file is written last, so its presence marks a complete sequence; complete sequences are skipped
-    (reported :data:`UNLABELED` when their labels hold no box).
+    The sequence is written into a hidden sibling directory that becomes ``out_dir`` when complete (the event
+    representations, streamed from ``events_file`` chunk by chunk, last); on an error it is removed, with any
+    directory above it this call created. Complete sequences are skipped (reported :data:`UNLABELED` when their
+    labels hold no box).
     """
     paths = SequencePaths(out_dir)
     h5_file = paths.ev_repr_file(cfg.downsampled_by_2)
     if h5_file.is_file() and paths.labels.is_file():
         return UNLABELED if len(formats.read_labels(paths.labels).labels) == 0 else "skipped"
     boxes = formats.read_raw_boxes(boxes_file) if boxes_file.is_file() else None
-    events = read_sequence_events(events_file, (cfg.default_height, cfg.default_width))
+    events = open_sequence_events(events_file, (cfg.default_height, cfg.default_width))
     planned = _plan_or_none(boxes, events, split, cfg, boxes_file, events_file)
     if planned is None:
         log.debug("%s: no labels left after filtering; sequence not written", boxes_file)
         return NO_LABELS
     plan, status = planned
+    new_dirs = [d for d in Path(out_dir).parents if not d.exists()]
+    try:
+        with atomic_dir(out_dir) as staging:
+            _write_sequence(SequencePaths(staging), plan, events, cfg)
+    except BaseException:
+        for directory in new_dirs:          # innermost first; only directories this call created, if empty
+            _remove_if_empty(directory)
+        raise
+    return status
+
+
+def _write_sequence(paths: SequencePaths, plan: SequencePlan, events: Recording, cfg: PreprocessConfig) -> None:
+    """Write a planned sequence into ``paths``, the event representations (read from ``events``) last."""
     formats.write_labels(paths.labels, plan.labels)
     formats.write_npy(paths.label_timestamps, plan.label_timestamps_us)
     formats.write_npy(paths.objframe_idx_2_repr_idx, plan.objframe_idx_2_repr_idx)
     formats.write_npy(paths.repr_timestamps, plan.repr_timestamps_us)
-    write_event_representations(events, plan.repr_timestamps_us, h5_file, cfg)
-    return status
+    write_event_representations(events, plan.repr_timestamps_us, paths.ev_repr_file(cfg.downsampled_by_2), cfg)
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError as err:       # another sequence's worker has written into it
+        log.debug("kept %s: %s", directory, err)
 
 
 def find_raw_sequences(raw_dir: Path, cfg: PreprocessConfig) -> list[tuple[str, str, Path, Path]]:

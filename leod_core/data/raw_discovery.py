@@ -4,24 +4,23 @@
 Accepted event files beside ``{seq}_bbox.npy`` (exactly one per sequence; two or more is an error naming them):
 
 - ``{seq}_td.dat.h5`` (``{seq}_td.h5`` with gen4-style names): RVT's conversion, read as RVT does
-  (:func:`~leod_core.data.formats.read_raw_events`), exactly as before recordings were accepted;
+  (:class:`~leod_core.data.formats.RawH5Reader`);
 - ``{seq}_td.dat``: Prophesee DAT (Gen1's original release);
 - ``{seq}.raw`` or ``{seq}_td.raw``: EVT 2.0 / EVT 3.0 RAW, the encoding taken from the ``%`` header.
 
 In ``train`` a sequence may have an event file and no ``{seq}_bbox.npy`` (an unlabeled recording,
 :func:`sequences_with_events`).
 
-Recordings are read whole through :func:`~leod_core.data.recordings.open_recording`; the sensor size comes from
-the file's header, else from the given default (pixels).
+Every event file is read in chunks through :func:`~leod_core.data.recordings.open_recording`; the sensor size
+comes from the file, else from the given default (pixels).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
-from leod_core.data.formats import FormatError, PathLike, RawEvents, raw_paths, read_raw_events
-from leod_core.data.recordings import FORMATS, open_recording
+from leod_core.data.formats import FormatError, PathLike, raw_paths
+from leod_core.data.recordings import FORMATS, Recording, open_recording
 
 #: Name endings ``{seq}<ending>`` of the camera recordings accepted besides RVT's h5, in search order.
 RECORDING_ENDINGS = ("_td.dat", ".raw", "_td.raw")
@@ -69,15 +68,8 @@ def sequences_with_events(split_dir: PathLike, gen4_style: bool) -> set[str]:
     return names
 
 
-def read_sequence_events(path: PathLike, default_hw: tuple[int, int]) -> RawEvents:
-    """Every event of ``path`` as preprocessing needs it: x, y (pixels), p (0/1), t (µs) int64 [N].
-
-    An ``*.h5`` name is RVT's file, read by :func:`read_raw_events` (``default_hw``, (height, width) in pixels,
-    when it stores no size); any other name is a recording read by its detected format.
-    """
-    path = Path(path)
-    if path.suffix == _H5_SUFFIX:
-        return read_raw_events(path, default_hw)
-    events = open_recording(path, default_hw).read_all()
-    x, y, p, t = (np.asarray(getattr(events, key), dtype=np.int64) for key in "xypt")
-    return RawEvents(x=x, y=y, p=p, t=t, height=events.height, width=events.width)
+def open_sequence_events(path: PathLike, default_hw: tuple[int, int]) -> Recording:
+    """The events of ``path`` as preprocessing reads them, in chunks (:meth:`Recording.chunks`): RVT's h5
+    (:class:`~leod_core.data.recordings.H5Recording`, RVT's corrections) or a recording of its detected format.
+    ``default_hw`` (height, width; pixels) serves when the file stores no sensor size."""
+    return open_recording(path, default_hw)

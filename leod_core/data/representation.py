@@ -1,8 +1,13 @@
 """RVT's stacked-histogram event representation, computed with NumPy (bit-identical to RVT's torch code)."""
 from __future__ import annotations
 
+from typing import Iterable, Iterator
+
 import numba
 import numpy as np
+
+from leod_core.data.formats import RawEvents
+
 
 @numba.njit(cache=True, nogil=True)
 def _accumulate(out: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, t: np.ndarray, nbins: int,
@@ -41,3 +46,45 @@ def downsample_by_2_nearest(frames: np.ndarray) -> np.ndarray:
     """
     out_h, out_w = frames.shape[-2] // 2, frames.shape[-1] // 2
     return np.ascontiguousarray(frames[..., 1:2 * out_h:2, 1:2 * out_w:2])
+
+
+def iter_event_windows(chunks: Iterable[RawEvents], ends_us: np.ndarray, window_us: int
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """The events of every window ``[end - window_us, end]`` (µs, both ends included), ``end`` in ``ends_us``
+    (non-decreasing), from a stream of event chunks (non-decreasing ``t`` across chunks).
+
+    Yields (x, y, p, t) int64 [N] per window, exactly the events ``searchsorted`` on the whole recording selects,
+    holding only the events from the current window's start on plus one chunk (memory does not grow with the
+    recording's length). The stream is read to its end after the last window.
+    """
+    ends_us = np.asarray(ends_us, dtype=np.int64)
+    if len(ends_us) > 1 and np.any(np.diff(ends_us) < 0):
+        raise ValueError("window ends must be non-decreasing")
+    source = iter(chunks)
+    buf = [np.zeros(0, dtype=np.int64) for _ in range(4)]
+    exhausted = False
+    for end in ends_us.tolist():
+        while not exhausted and (len(buf[3]) == 0 or buf[3][-1] <= end):
+            chunk = next(source, None)
+            if chunk is None:
+                exhausted = True
+            else:
+                buf = [np.concatenate([b, np.asarray(getattr(chunk, k), dtype=np.int64)])
+                       for b, k in zip(buf, "xypt")]
+        lo = int(np.searchsorted(buf[3], end - window_us, side="left"))
+        hi = int(np.searchsorted(buf[3], end, side="right"))
+        yield tuple(b[lo:hi] for b in buf)
+        buf = [b[lo:] for b in buf]
+    for _ in source:    # read to the end: a damaged tail raises, and the reader's summary is logged, as when whole
+        continue
+
+
+def iter_stacked_histograms(chunks: Iterable[RawEvents], ends_us: np.ndarray, window_us: int, sensor_hw:
+                            tuple[int, int], nbins: int, count_cutoff: int, downsampled_by_2: bool
+                            ) -> Iterator[np.ndarray]:
+    """One :func:`stacked_histogram` per window of :func:`iter_event_windows`: uint8 [2 * nbins, H, W] at sensor
+    resolution ``sensor_hw`` (pixels), or [2 * nbins, H // 2, W // 2] with ``downsampled_by_2``."""
+    height, width = sensor_hw
+    for x, y, p, t in iter_event_windows(chunks, ends_us, window_us):
+        frame = stacked_histogram(x, y, p, t, height, width, nbins, count_cutoff)
+        yield downsample_by_2_nearest(frame) if downsampled_by_2 else frame

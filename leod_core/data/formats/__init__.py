@@ -28,8 +28,8 @@ from leod_core.data.formats.common import (BLOSC_FILTER_ID, BOX_FIELDS, BOX_FRAM
 from leod_core.data.formats.event_repr import EventReprWriter, blosc_zstd, open_event_repr, read_event_repr
 from leod_core.data.formats.labels import (SequenceLabels, check_boxes, check_frame_timestamps, labels_npz_bytes,
                                            npz_bytes, read_labels, write_labels)
-from leod_core.data.formats.raw import (RawEvents, make_non_decreasing, read_raw_boxes, read_raw_events,
-                                        write_raw_boxes, write_raw_events)
+from leod_core.data.formats.raw import (EventBlock, RawEvents, RawH5Reader, raise_to_running_max, read_raw_boxes,
+                                        read_raw_events, write_raw_boxes, write_raw_events)
 
 __all__ = ['BLOSC_FILTER_ID', 'BOX_FIELDS', 'BOX_FRAME_TOLERANCE_PX', 'DATASET_CLASSES', 'EV_REPR_CHANNELS',
            'EV_REPR_NAME', 'IGNORE_CLASS_ID', 'LABEL_DTYPES', 'PROPHESEE_BBOX_DTYPE', 'PSEUDO_BBOX_DTYPE',
@@ -37,4 +37,5 @@ __all__ = ['BLOSC_FILTER_ID', 'BOX_FIELDS', 'BOX_FRAME_TOLERANCE_PX', 'DATASET_C
            'read_objframe_idx_2_repr_idx', 'read_timestamps_us', 'same_fields', 'write_npy', 'zero_padded_copy',
            'SequenceLabels', 'check_boxes', 'check_frame_timestamps', 'labels_npz_bytes', 'npz_bytes', 'read_labels',
            'write_labels', 'EventReprWriter', 'blosc_zstd', 'open_event_repr', 'read_event_repr', 'RawEvents',
-           'make_non_decreasing', 'read_raw_boxes', 'read_raw_events', 'write_raw_boxes', 'write_raw_events']
+           'EventBlock', 'RawH5Reader', 'raise_to_running_max', 'read_raw_boxes', 'read_raw_events', 'write_raw_boxes',
+           'write_raw_events']

@@ -1,5 +1,5 @@
 """Readers and writers of the files event cameras write: Prophesee DAT (``*_td.dat``), EVT 2.0 and EVT 3.0 RAW
-(``*.raw``), plus RVT's converted ``*_td.dat.h5`` (read whole by :func:`~leod_core.data.formats.read_raw_events`).
+(``*.raw``), plus RVT's converted ``*_td.dat.h5`` (:class:`H5Recording`).
 
 Every reader yields :class:`~leod_core.data.formats.RawEvents` (x, y pixels at sensor resolution, p 0/1, t µs
 non-decreasing) in chunks of bounded size (:meth:`Recording.chunks`) or whole (:meth:`Recording.read_all`);
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
-from leod_core.data.formats import FormatError, PathLike, RawEvents, read_raw_events, write_raw_events
+from leod_core.data.formats import EventBlock, FormatError, PathLike, RawEvents, RawH5Reader, write_raw_events
 from leod_core.data.recordings.common import DEFAULT_CHUNK_EVENTS, Recording, error_at, read_header
 from leod_core.data.recordings.dat import DatRecording, write_dat
 from leod_core.data.recordings.evt2 import Evt2Recording, write_evt2
@@ -30,21 +30,20 @@ _SUPPORTED = "Prophesee DAT (*.dat), EVT 2.0 / EVT 3.0 RAW (*.raw), RVT's *_td.d
 
 
 class H5Recording(Recording):
-    """RVT's converted ``*_td.dat.h5`` behind the :class:`Recording` interface. It is read whole (by
-    :func:`read_raw_events`, as preprocessing does) and then sliced, so its memory is not bounded by a chunk."""
+    """RVT's converted ``*_td.dat.h5`` behind the :class:`Recording` interface, read in chunks by
+    :class:`~leod_core.data.formats.RawH5Reader` with RVT's corrections (as preprocessing reads it)."""
 
     format = "h5"
 
     def __init__(self, path: PathLike, sensor_hw: tuple[int, int] | None = None):
         self.path = Path(path)
-        self._events = read_raw_events(self.path, sensor_hw if sensor_hw is not None else (0, 0))
-        self.height, self.width = self._events.height, self._events.width
+        self._reader = RawH5Reader(self.path, sensor_hw if sensor_hw is not None else (0, 0))
+        self.height, self.width = self._reader.height, self._reader.width
         if self.height <= 0 or self.width <= 0:
             raise FormatError(self.path, "the file stores no sensor size (height, width); pass sensor_hw")
 
-    def _decode(self, max_events: int):
-        e = self._events
-        yield e.x, e.y, e.p, e.t, 0
+    def _decode(self, max_events: int) -> Iterator[EventBlock]:
+        return self._reader.blocks(max_events)
 
 
 def detect_format(path: PathLike) -> str:
@@ -54,7 +53,7 @@ def detect_format(path: PathLike) -> str:
         raise FormatError(path, "recording file is missing")
     with open(path, "rb") as f:
         magic = f.read(len(HDF5_MAGIC))
-    if magic == HDF5_MAGIC or (magic and path.suffix in (".h5", ".hdf5")):
+    if magic == HDF5_MAGIC or path.suffix in (".h5", ".hdf5"):    # an unreadable *.h5 is reported by its reader
         return "h5"
     header = read_header(path)            # raises on an empty file
     found = header.get("format")

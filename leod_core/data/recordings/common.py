@@ -165,6 +165,16 @@ class Recording:
         return RawEvents(*(np.concatenate([getattr(c, k) for c in parts]) for k in "xypt"),
                          height=self.height, width=self.width)
 
+    def time_range_us(self) -> tuple[int, int] | None:
+        """(first, last) event timestamp (µs, after the running-maximum correction), None without events: one
+        decoding pass, holding one block in memory."""
+        first = last = None
+        for _, _, _, t, _ in self._decode(DEFAULT_CHUNK_EVENTS):
+            if len(t):
+                first = int(t[0]) if first is None else first
+                last = int(t[-1])
+        return None if first is None else (first, last)
+
     def _decode(self, max_events: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]]:
         """Yield (x, y, p, t, timestamps raised) per block of data words; a format implements it."""
         raise NotImplementedError
@@ -173,14 +183,6 @@ class Recording:
         """Data words ``start_word`` .. ``start_word + count`` (fewer at the end of the file)."""
         f.seek(self.data_offset + start_word * self.word_bytes)
         return np.fromfile(f, dtype=f"<u{self.word_bytes}", count=count)
-
-
-def raise_to_running_max(t: np.ndarray, carry: int) -> tuple[np.ndarray, int, int]:
-    """RVT's correction of per-event timestamps: (t raised to the running maximum starting from ``carry``,
-    the new carry, how many were raised)."""
-    running = np.maximum(np.maximum.accumulate(t), carry) if len(t) else t
-    raised = int(np.count_nonzero(running != t))
-    return running, (int(running[-1]) if len(t) else carry), raised
 
 
 def unwrap_time_high(raw: np.ndarray, bits: int, previous: tuple[int, int] | None) -> tuple[np.ndarray, int]:

@@ -16,9 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
-from leod_core.data.formats import PathLike, RawEvents
-from leod_core.data.recordings.common import Recording, checked_events, error_at, first_outside, \
-    raise_to_running_max, write_recording_bytes
+from leod_core.data.formats import PathLike, RawEvents, raise_to_running_max
+from leod_core.data.recordings.common import Recording, checked_events, error_at, first_outside, write_recording_bytes
 
 CD_EVENT_TYPE = 0x00      # event-type byte of CD (TD) events
 CD_EVENT_SIZE = 8         # bytes per CD record

@@ -16,10 +16,9 @@ from typing import Iterator
 
 import numpy as np
 
-from leod_core.data.formats import PathLike, RawEvents
-from leod_core.data.recordings.common import (Recording, checked_events, error_at, first_outside,
-                                              raise_to_running_max, time_high_words, unwrap_time_high,
-                                              write_recording_bytes)
+from leod_core.data.formats import PathLike, RawEvents, raise_to_running_max
+from leod_core.data.recordings.common import (Recording, checked_events, error_at, first_outside, time_high_words,
+                                              unwrap_time_high, write_recording_bytes)
 
 WORD_BYTES = 4
 TYPE_SHIFT = 28
