@@ -74,9 +74,11 @@ def spread_logit_model(seed: int = 0, hw: tuple[int, int] = (64, 96), spread_box
 CONFIDENT_LOGIT = 3.0
 
 
-def write_confident_checkpoint(path: Path, hw: tuple[int, int] = (64, 96), seed: int = 0) -> Path:
-    """Write ``model.ckpt`` of a tiny RVT (embed 16, 2 classes, input ``hw`` px) whose objectness and class
-    biases are :data:`CONFIDENT_LOGIT`; returns ``path``."""
+def write_confident_checkpoint(path: Path, hw: tuple[int, int] = (64, 96), seed: int = 0,
+                               class_1_logit: float = CONFIDENT_LOGIT) -> Path:
+    """Write ``model.ckpt`` of a tiny RVT (embed 16, 2 classes, input ``hw`` px) whose objectness and class-0
+    biases are :data:`CONFIDENT_LOGIT` and class-1 bias ``class_1_logit`` (equal by default: tied classes, whose
+    argmax the last bits decide); returns ``path``."""
     import torch
 
     from leod_core.models.checkpoint import save_model_checkpoint
@@ -88,5 +90,7 @@ def write_confident_checkpoint(path: Path, hw: tuple[int, int] = (64, 96), seed:
     with torch.no_grad():
         for pred in (*model.yolox_head.obj_preds, *model.yolox_head.cls_preds):
             pred.bias.fill_(CONFIDENT_LOGIT)
+        for pred in model.yolox_head.cls_preds:
+            pred.bias[1] = class_1_logit
     save_model_checkpoint(path, model, config)
     return path

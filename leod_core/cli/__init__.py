@@ -2,7 +2,7 @@
 
 Each command parses its arguments, sets up logging, and calls one library function. Library modules are
 imported inside the command so that ``leod --help`` stays fast. The commands live by stage: :mod:`.data`
-(synth, preprocess, split, download), :mod:`.model` (train, import-checkpoint, evaluate, visualize),
+(synth, preprocess, split, download), :mod:`.model` (train, import-checkpoint, evaluate, predict, visualize),
 :mod:`.pseudo` (pseudo-label, merge-shards, label-quality) and :mod:`.report` (tables, profile).
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``leod train | import-checkpoint | evaluate | visualize``: the detector."""
+"""``leod train | import-checkpoint | evaluate | predict | visualize``: the detector."""
 from __future__ import annotations
 
 import argparse
@@ -69,11 +69,44 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     cfg = InferenceConfig(batch_size=args.batch_size, sequence_length=args.sequence_length,
                           confidence_threshold=args.confidence_threshold, nms_threshold=args.nms,
-                          autocast_dtype=args.autocast, downsampled_by_2=args.downsampled_by_2)
+                          autocast_dtype=args.autocast, downsampled_by_2=args.downsampled_by_2,
+                          start_from_zero=args.start_from_zero)
     result = evaluate_checkpoint(Path(args.checkpoint), Path(args.data), out=Path(args.out), camera=args.camera,
                                  split=args.split, cfg=cfg, device=args.device, backend=args.backend,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress,
+                                 predictions_dir=Path(args.predictions) if args.predictions else None)
     log.info("%s", format_summary(result, get_camera(args.camera).classes))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from leod_core.data.formats import write_npy
+    from leod_core.data.preprocess import PRESETS
+    from leod_core.data.recording_reprs import RecordingRepresentations
+    from leod_core.evaluation.video import render_stream_video
+    from leod_core.models.checkpoint import load_model_checkpoint
+    from leod_core.models.inference import InferenceConfig
+    from leod_core.models.predict import predict_recording
+
+    camera = get_camera(args.camera)
+    reprs = RecordingRepresentations(Path(args.recording), PRESETS[camera.name])
+    out = Path(args.out) if args.out else Path(f"{reprs.name}_detections.npy")
+    for target in (out, Path(args.video) if args.video else None):
+        if target is not None and target.exists() and not args.overwrite:
+            raise ValueError(f"{target} exists; pass --overwrite to replace it")
+    model, config = load_model_checkpoint(Path(args.checkpoint))
+    cfg = InferenceConfig(batch_size=1, sequence_length=args.sequence_length or camera.sequence_length,
+                          confidence_threshold=args.confidence_threshold, nms_threshold=args.nms,
+                          autocast_dtype=args.autocast, downsampled_by_2=camera.downsampled_by_2,
+                          start_from_zero=True)
+    result = predict_recording(model, config.input_hw, reprs, cfg, device=args.device, every_us=args.every_us,
+                               progress=not args.no_progress)
+    write_npy(out, result.boxes)
+    log.info("wrote %d detections (Prophesee boxes, sensor pixels) to %s", len(result.boxes), out)
+    if args.video:
+        written = render_stream_video(reprs, reprs.timestamps_us, Path(args.video), result.per_repr, camera.classes,
+                                      fps=args.fps, confidence_threshold=args.confidence_threshold,
+                                      scale=args.scale, progress=not args.no_progress)
+        log.info("wrote %s", written)
 
 
 def cmd_visualize(args: argparse.Namespace) -> None:
@@ -167,7 +200,36 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--autocast", choices=("bfloat16", "float16"), help="autocast dtype (default fp32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster-coco-eval"))
+    p.add_argument("--start-from-zero", action="store_true",
+                   help="stream every sequence from its first representation (LEOD's stream.start_from_zero) "
+                        "instead of L - 1 before its first label")
+    p.add_argument("--predictions", help="also write each sequence's detections of the evaluated frames to "
+                                         "DIR/{seq}.npy (Prophesee boxes, sensor pixels)")
     p.set_defaults(func=cmd_evaluate)
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="run a checkpoint on a raw recording (DAT, EVT 2.0/3.0 RAW, RVT h5), "
+                                       "streamed: detections as Prophesee boxes, optionally a video")
+    p.add_argument("--checkpoint", required=True, help="model.ckpt (ours, or imported)")
+    p.add_argument("--recording", required=True, help="event file: *_td.dat, *.raw, *_td.dat.h5")
+    p.add_argument("--camera", default="gen1", choices=camera_names(),
+                   help="the camera the model was trained for: sensor size when the file names none, "
+                        "representations (window, bins, half resolution) and class names")
+    p.add_argument("--out", help="detections .npy to write (default: {recording}_detections.npy here)")
+    p.add_argument("--video", help="also render the frames with the detections (.mp4, or .gif)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--every-us", type=int, help="keep the detections of the representations ending at multiples "
+                                                "of this (µs), e.g. the label period; default: every one")
+    p.add_argument("--sequence-length", type=int, help="chunk length L (default: the camera's)")
+    p.add_argument("--confidence-threshold", type=float, default=0.1,
+                   help="postprocess score threshold (LEOD's vis_pred.py: 0.1; its evaluation: 0.001)")
+    p.add_argument("--nms", type=float, default=0.45, help="class-wise NMS IoU threshold")
+    p.add_argument("--autocast", choices=("bfloat16", "float16"), help="autocast dtype (default fp32)")
+    p.add_argument("--fps", type=float, default=20.0, help="video frames per second")
+    p.add_argument("--scale", type=int, default=2, help="video: integer upscaling")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.set_defaults(func=cmd_predict)
 
 
 def add_visualize(sub: argparse._SubParsersAction) -> None:
@@ -191,4 +253,4 @@ def add_visualize(sub: argparse._SubParsersAction) -> None:
 
 
 #: This module's commands, in ``leod --help`` order.
-PARSERS = (add_train, add_import_checkpoint, add_evaluate, add_visualize)
+PARSERS = (add_train, add_import_checkpoint, add_evaluate, add_predict, add_visualize)

@@ -110,6 +110,8 @@ class Camera:
         raw_td_h5_names: raw events are named ``{seq}_td.h5`` (RVT's 1Mpx layout) instead of ``{seq}_td.dat.h5``.
         label_period_us: base label period (µs) of preprocessing's label-frame choice; ``None`` derives it from
             the median label spacing (RVT's 1Mpx rule).
+        unlabeled_label_period_us: label period (µs) of the grid of a recording without labels (an unlabeled
+            sequence, ``leod predict``) where ``label_period_us`` is ``None``; ``None``: ``label_period_us``.
         label_filter: preprocessing's label filter (sensor pixels).
         eval_min_box_diag, eval_min_box_side: the Prophesee evaluation's size filter in sensor pixels (divided
             by :data:`DOWNSAMPLE_FACTOR` on downsampled data, so they must be even for such a camera).
@@ -131,6 +133,7 @@ class Camera:
     downsampled_by_2: bool = False
     raw_td_h5_names: bool = False
     label_period_us: int | None = None
+    unlabeled_label_period_us: int | None = None
     label_filter: BoxFilterConfig = field(default_factory=BoxFilterConfig)
     eval_min_box_diag: int = 0
     eval_min_box_side: int = 0
@@ -170,8 +173,9 @@ class Camera:
                     "quality_sequence_length", "partition_split_32"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{where}: {key} must be >= 1, got {getattr(self, key)}")
-        if self.label_period_us is not None and self.label_period_us < 1:
-            raise ValueError(f"{where}: label_period_us must be >= 1 (or null), got {self.label_period_us}")
+        for key in ("label_period_us", "unlabeled_label_period_us"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{where}: {key} must be >= 1 (or null), got {getattr(self, key)}")
         for key in ("eval_min_box_diag", "eval_min_box_side"):
             value = getattr(self, key)
             if value < 0 or (self.downsampled_by_2 and value % DOWNSAMPLE_FACTOR):
@@ -234,6 +238,7 @@ GEN4 = Camera(
     downsampled_by_2=True,                  # gen4.yaml downsample_by_factor_2: True
     raw_td_h5_names=True,                   # RVT's 1Mpx raw files are {seq}_td.h5
     label_period_us=None,                   # RVT preprocessing: derived from the 30/60 Hz label rate
+    unlabeled_label_period_us=100_000,      # what that rule derives: 3 labels at 30 Hz, or 6 at 60 Hz
     label_filter=BoxFilterConfig(apply_prophesee_filter=False, min_box_diag=60.0, min_box_side=20.0,
                                  max_class_id=2),   # RVT filter_gen4.yaml: conservative filter, classes 0..2
     eval_min_box_diag=60, eval_min_box_side=20,   # Prophesee evaluation, 1Mpx (halved on downsampled data)

@@ -9,13 +9,13 @@ representation end timestamps (every ``repr_step_us`` back from the first label 
 Unlabeled recordings: a ``train`` sequence whose ``{seq}_bbox.npy`` is absent (discovered from its event file,
 :func:`find_raw_sequences`) or empty, or whose boxes are all filtered out, is kept as an *unlabeled sequence*
 (status :data:`UNLABELED`) so that pseudo-labelling labels it. Its label frames lie on the camera's label grid
-(:func:`unlabeled_label_frames`): every ``label_period_us`` from the first multiple of ``repr_step_us`` at or
+(:func:`unlabeled_label_frames`): every multiple of the label period (µs of the recording's clock) at or
 after both ``align_t_us`` and the first event, up to the last event (µs); each frame holds zero boxes, and the
 representations are chosen and written exactly as for a labeled sequence with those label frames. Labeled
 sequences are processed exactly as before (RVT). ``val`` and ``test`` need ground truth for evaluation, so an
 unlabeled sequence there is dropped as RVT does (status :data:`NO_LABELS`, logged); so is an unlabeled ``train``
-sequence where the preset derives the label period from the label rate (``label_period_us`` None: no grid
-without labels) or whose events end before the first grid frame.
+sequence whose events end before the first grid frame. Where the preset derives the label period from the label
+rate (``label_period_us`` None, RVT's 1Mpx rule), the grid uses ``unlabeled_label_period_us``.
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ class PreprocessConfig:
     default_width: int = _DEFAULT.sensor_width
     gen4_style_names: bool = _DEFAULT.raw_td_h5_names   # raw events named {seq}_td.h5 instead of {seq}_td.dat.h5
     label_period_us: int | None = _DEFAULT.label_period_us   # None derives it from the label rate (RVT's 1Mpx rule)
+    unlabeled_label_period_us: int | None = _DEFAULT.unlabeled_label_period_us   # grid without labels; None: the above
     align_t_us: int = 100_000             # labels before this time are dropped
     label_jitter_us: int = 2_000
     repr_step_us: int = 50_000            # spacing of representations before the first label frame
@@ -78,6 +79,7 @@ def preset_for_camera(camera: Camera) -> PreprocessConfig:
     and label filter over the Gen1 representation settings."""
     return PreprocessConfig(default_height=camera.sensor_height, default_width=camera.sensor_width,
                             gen4_style_names=camera.raw_td_h5_names, label_period_us=camera.label_period_us,
+                            unlabeled_label_period_us=camera.unlabeled_label_period_us,
                             downsampled_by_2=camera.downsampled_by_2, box_filter=camera.label_filter)
 
 
@@ -178,14 +180,15 @@ def plan_sequence(boxes: np.ndarray, split: str, height: int, width: int, cfg: P
 
 def unlabeled_label_frames(time_range_us: tuple[int, int] | None, cfg: PreprocessConfig) -> np.ndarray:
     """Label frame times (int64 [F], µs) of an unlabeled sequence whose events span ``time_range_us`` (first,
-    last; None without events): every ``label_period_us`` from the first multiple of ``repr_step_us`` at or after
-    ``align_t_us`` and the first event, up to the last event. Raises :class:`NoLabelsError` without a preset
-    label period, without events or when no frame fits."""
-    if cfg.label_period_us is None or time_range_us is None:
+    last; None without events): every multiple of ``label_period_us`` (else ``unlabeled_label_period_us``) at or
+    after ``align_t_us`` and the first event, up to the last event (where a camera labels at multiples of its
+    period, as ``leod synth`` does, these are the times its labels would have). Raises :class:`NoLabelsError`
+    without either period, without events or when no frame fits."""
+    period = cfg.label_period_us or cfg.unlabeled_label_period_us
+    if period is None or time_range_us is None:
         raise NoLabelsError
-    step = cfg.repr_step_us
-    first = -(-max(cfg.align_t_us, time_range_us[0]) // step) * step
-    frames = np.arange(first, time_range_us[1] + 1, cfg.label_period_us, dtype=np.int64)
+    first = -(-max(cfg.align_t_us, time_range_us[0]) // period) * period
+    frames = np.arange(first, time_range_us[1] + 1, period, dtype=np.int64)
     if len(frames) == 0:
         raise NoLabelsError
     return frames

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,6 +30,7 @@ from torch import Tensor
 
 from leod_core.data import label_tensors as lt
 from leod_core.data.batch import Sample
+from leod_core.data.prefetch import iter_prefetched
 from leod_core.data.formats import (FormatError, PathLike, SequencePaths, open_event_repr, read_labels,
                                     read_objframe_idx_2_repr_idx, read_timestamps_us)
 
@@ -200,20 +201,7 @@ class SequenceReader:
                     return np.arange(b - 1, a - 1, -1, dtype=np.int64), np.ascontiguousarray(data[::-1, ::-1])
                 return np.arange(a, b, dtype=np.int64), data
 
-            if executor is None:
-                for span in spans:
-                    yield load(*span)
-                return
-            pending: Future | None = executor.submit(load, *spans[0]) if spans else None
-            try:
-                for k in range(len(spans)):
-                    current = pending
-                    pending = executor.submit(load, *spans[k + 1]) if k + 1 < len(spans) else None
-                    yield current.result()
-            finally:  # closed early or failed: let the read in flight finish before the file closes
-                if pending is not None:
-                    pending.cancel()
-                    wait([pending])
+            yield from iter_prefetched(spans, lambda span: load(*span), executor)
 
     def read_reprs(self, start: int, stop: int) -> Tensor:
         """uint8 ``Tensor[stop - start, C, H, W]`` of representations ``[start, stop)``."""

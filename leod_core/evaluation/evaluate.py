@@ -26,21 +26,22 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from leod_core.data import label_tensors as lt
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, FormatError
+from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, FormatError, write_npy
 from leod_core.data.sequence import SequenceReader
 from leod_core.evaluation.coco_backends import resolve_backend
 from leod_core.data.cameras import get_camera
 from leod_core.evaluation.detection import METRIC_KEYS, evaluate_detections
 from leod_core.models.checkpoint import load_model_and_record
 from leod_core.models.inference import (InferenceConfig, SequencePredictions, iter_sequence_predictions,
-                                        list_sequences, predictions_to_prophesee)
+                                        list_sequences, predictions_to_prophesee, sequence_to_prophesee)
+from leod_core.models.predict import to_sensor_pixels
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,8 @@ def evaluate_sequences(predictions: Iterable[SequencePredictions], gts: dict[str
 
 def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: str, split: str = "test",
                         cfg: InferenceConfig = InferenceConfig(), device: str = "cpu", backend: str = "auto",
-                        sequences: Optional[Sequence[str]] = None, progress: bool = True) -> dict[str, Any]:
+                        sequences: Optional[Sequence[str]] = None, progress: bool = True,
+                        predictions_dir: Optional[Path] = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``data_dir/split`` and write the metrics JSON ``out``.
 
     Args:
@@ -158,6 +160,8 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
         backend: COCO backend ('auto', 'pycocotools', 'faster-coco-eval').
         sequences: restrict to these sequence names.
         progress: tqdm progress bar.
+        predictions_dir: also write each sequence's detections of the evaluated (labeled) frames to
+            ``{predictions_dir}/{seq}.npy``: Prophesee boxes (``t`` the frame time, µs), sensor pixels.
 
     Returns:
         The dict written: :data:`METRIC_KEYS` and per-class ``AP_{class}`` ... (fractions in [0, 1]), plus
@@ -189,6 +193,8 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
     t0 = time.perf_counter()
     stream = iter_sequence_predictions(model, data_dir, split, cfg, device, sequences=[r.name for r in roots],
                                        frames="labeled", progress=progress)
+    if predictions_dir is not None:
+        stream = _saving_predictions(stream, Path(predictions_dir), cfg.downsampled_by_2)
     metrics, counts = evaluate_sequences(stream, gts, tuple(frame_hw), camera, cfg.downsampled_by_2, coco.name)
     seconds = time.perf_counter() - t0
     result: dict[str, Any] = dict(metrics)
@@ -203,6 +209,14 @@ def evaluate_checkpoint(checkpoint: Path, data_dir: Path, *, out: Path, camera: 
     log.info("%s", format_summary(result, camera_classes))
     log.info("inference + evaluation took %.1f s; metrics written to %s", seconds, out)
     return result
+
+
+def _saving_predictions(stream: Iterator[SequencePredictions], out_dir: Path, downsampled_by_2: bool
+                        ) -> Iterator[SequencePredictions]:
+    """``stream``, writing each sequence's Prophesee boxes (sensor pixels) to ``out_dir/{seq}.npy`` on the way."""
+    for preds in stream:
+        write_npy(out_dir / f"{preds.name}.npy", to_sensor_pixels(sequence_to_prophesee(preds), downsampled_by_2))
+        yield preds
 
 
 def format_summary(result: dict[str, Any], classes: Sequence[str]) -> str:

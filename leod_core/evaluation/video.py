@@ -332,35 +332,48 @@ def render_sequence_video(seq_dir: Path, out_path: Path, predictions: dict[int, 
         progress: show a tqdm progress bar.
     """
     seq = SequencePaths(Path(seq_dir))
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-    if int(scale) != scale or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
-    predictions = predictions or {}
-    _check_predictions(predictions)
-
-    writer = choose_writer(format, out_path)
-    target = Path(out_path).with_suffix(".gif" if writer == "pillow-gif" else ".mp4")
-
     reader = SequenceReader(seq.root, downsampled_by_2=downsampled_by_2, load_labels=False)
-    num_reprs, (height, width) = reader.num_reprs, reader.frame_hw
-    num_frames = num_reprs if max_frames is None else min(num_reprs, max_frames)
-    if num_frames == 0:
-        raise ValueError(f"{reader.ev_repr_file}: no event representations to render")
-    timestamps = read_timestamps_us(seq.repr_timestamps)
     labels = read_labels(seq.labels)
     repr_of_label = reader.objframe_idx_2_repr_idx
     if len(repr_of_label) != labels.num_frames:
         raise ValueError(f"{seq.root}: {len(repr_of_label)} labeled representations but "
                          f"{labels.num_frames} labeled frames")
     gt_at = {int(r): labels.frame(i) for i, r in enumerate(repr_of_label)}
-    gt_scale = 0.5 if downsampled_by_2 else 1.0
+    return render_stream_video(reader, read_timestamps_us(seq.repr_timestamps), out_path, predictions, class_names,
+                               gt_at=gt_at, gt_scale=0.5 if downsampled_by_2 else 1.0, fps=fps,
+                               max_frames=max_frames, confidence_threshold=confidence_threshold, format=format,
+                               scale=scale, show_time=show_time, progress=progress)
+
+
+def render_stream_video(reader, timestamps_us: np.ndarray, out_path: Path,
+                        predictions: dict[int, np.ndarray] | None, class_names: Sequence[str], *,
+                        gt_at: dict[int, np.ndarray] | None = None, gt_scale: float = 1.0, fps: float = 20.0,
+                        max_frames: int | None = None, confidence_threshold: float = 0.1,
+                        format: VideoFormat = "auto", scale: int = 1, show_time: bool = True,
+                        progress: bool = False) -> Path:
+    """Render the representations of ``reader`` (a :class:`SequenceReader`, or anything with its ``root``,
+    ``num_reprs``, ``frame_hw`` and forward ``iter_chunks``, e.g. a recording read on the fly) with ground truth
+    ``gt_at`` (repr index -> Prophesee boxes, drawn scaled by ``gt_scale``) and ``predictions``; the other
+    arguments as :func:`render_sequence_video`. ``timestamps_us`` (int64 [T]) captions the frames."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    predictions, gt_at = predictions or {}, gt_at or {}
+    _check_predictions(predictions)
+
+    writer = choose_writer(format, out_path)
+    target = Path(out_path).with_suffix(".gif" if writer == "pillow-gif" else ".mp4")
+    num_reprs, (height, width) = reader.num_reprs, reader.frame_hw
+    num_frames = num_reprs if max_frames is None else min(num_reprs, max_frames)
+    if num_frames == 0:
+        raise ValueError(f"{reader.root}: no event representations to render")
 
     def frames() -> Iterator[np.ndarray]:
         from tqdm import tqdm
-        bar = tqdm(total=num_frames, unit="frame", desc=f"video {seq.root.name}", disable=not progress)
+        bar = tqdm(total=num_frames, unit="frame", desc=f"video {reader.root.name}", disable=not progress)
         chunks = reader.iter_chunks(0, num_frames, READ_CHUNK)
         try:
             for indices, chunk in chunks:
@@ -370,7 +383,7 @@ def render_sequence_video(seq_dir: Path, out_path: Path, predictions: dict[int, 
                         preds = preds[preds["class_confidence"] >= confidence_threshold]
                     caption = None
                     if show_time:
-                        t_s = timestamps[idx] / 1e6 if idx < len(timestamps) else float("nan")
+                        t_s = timestamps_us[idx] / 1e6 if idx < len(timestamps_us) else float("nan")
                         caption = f"{t_s:.2f}s #{idx}"
                     yield render_frame(ev_repr, gt_at.get(idx), preds, class_names, gt_scale=gt_scale,
                                        scale=int(scale), caption=caption)

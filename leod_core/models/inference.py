@@ -49,8 +49,8 @@ from leod_core.models.streaming import (AUTOCAST_DTYPES, IDENTITY, Owner, Stream
 log = logging.getLogger(__name__)
 
 __all__ = ["AUTOCAST_DTYPES", "DETECTION_COLUMNS", "InferenceConfig", "SequencePredictions", "autocast_context",
-           "clamp_detections", "iter_sequence_predictions", "list_sequences", "predictions_to_prophesee",
-           "sequence_to_prophesee"]
+           "clamp_detections", "iter_job_predictions", "iter_sequence_predictions", "list_sequences",
+           "predictions_to_prophesee", "sequence_to_prophesee"]
 
 FrameSelection = Literal["labeled", "all"]
 #: Columns of a detection row (``SequencePredictions.detections[k]``).
@@ -188,15 +188,25 @@ def iter_sequence_predictions(model: RVTDetector, data_dir: Path, split: str, cf
     """
     if frames not in ("labeled", "all"):
         raise ValueError(f"frames must be 'labeled' or 'all', got {frames!r}")
-    device = torch.device(device)
-    model = model.to(device).eval()
-    jobs, timestamps = [], {}
+    jobs = []
     for root in list_sequences(Path(data_dir), split, sequences):
         job = StreamJob.open(root, cfg)
         if frames == "labeled":
             job.wanted = frozenset(job.reader.repr_to_frame)
-        timestamps[job.name] = job.reader.read_timestamps_us()
         jobs.append(job)
+    yield from iter_job_predictions(model, jobs, cfg, device, progress, desc=f"inference {split}")
+
+
+@torch.inference_mode()
+def iter_job_predictions(model: RVTDetector, jobs: Sequence[StreamJob], cfg: InferenceConfig,
+                         device: str | torch.device = "cpu", progress: bool = True, desc: str = "inference"
+                         ) -> Iterator[SequencePredictions]:
+    """Stream ``jobs`` (their readers: preprocessed sequences, or recordings read on the fly) through ``model``
+    with the identity view, the FPN + head once per chunk of ``L`` steps; yield each job's predictions (of its
+    ``wanted`` representations) when it ends. ``model`` is moved to ``device`` and put in eval mode here."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    timestamps = {job.name: job.reader.read_timestamps_us() for job in jobs}
     num_classes = model.num_classes
 
     def decode(head: Tensor, owners: List[Owner]) -> List[np.ndarray]:
@@ -207,7 +217,7 @@ def iter_sequence_predictions(model: RVTDetector, data_dir: Path, split: str, cf
         return [det.cpu().numpy().astype(np.float32, copy=False) for det in dets]
 
     engine = StreamingEngine(model, cfg, device, decode, chunk_steps=cfg.sequence_length)
-    bar = tqdm(total=sum(j.length for j in jobs), unit="repr", desc=f"inference {split}", disable=not progress)
+    bar = tqdm(total=sum(j.length for j in jobs), unit="repr", desc=desc, disable=not progress)
     try:
         for job in engine.run(jobs, bar):
             yield _result(job, timestamps[job.name])

@@ -270,3 +270,22 @@ def test_custom_config_overrides_preset(tmp_path):
     labels = formats.read_labels(out / "train/seqA/labels_v2/labels.npz", 240, 304)
     assert len(labels.frame(0)) == 3    # the 8 x 12 box now passes the conservative filter
     assert BoxFilterConfig().min_box_diag == 30.0
+
+
+def test_unlabeled_grid_is_on_multiples_of_the_label_period():
+    """Gen1 (fixed 250 ms period) and 1Mpx (period derived from labels; without labels its nominal 100 ms)."""
+    from leod_core.data.preprocess import NoLabelsError, plan_unlabeled_sequence, unlabeled_label_frames
+
+    assert unlabeled_label_frames((30_000, 1_010_000), GEN1).tolist() == [250_000, 500_000, 750_000, 1_000_000]
+    assert unlabeled_label_frames((260_000, 760_000), GEN1).tolist() == [500_000, 750_000]
+    gen4 = PRESETS["gen4"]
+    assert gen4.label_period_us is None
+    assert unlabeled_label_frames((0, 450_000), gen4).tolist() == [100_000, 200_000, 300_000, 400_000]
+    plan = plan_unlabeled_sequence((0, 450_000), gen4, Path("rec.raw"))
+    assert plan.repr_timestamps_us.tolist() == list(range(100_000, 450_000, 50_000))
+    assert plan.objframe_idx_2_repr_idx.tolist() == [0, 2, 4, 6]
+    for time_range in (None, (0, 90_000)):
+        with pytest.raises(NoLabelsError):
+            unlabeled_label_frames(time_range, gen4)
+    with pytest.raises(NoLabelsError):
+        unlabeled_label_frames((0, 10**6), dataclasses.replace(gen4, unlabeled_label_period_us=None))

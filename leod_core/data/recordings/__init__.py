@@ -15,11 +15,11 @@ from leod_core.data.formats import EventBlock, FormatError, PathLike, RawEvents,
 from leod_core.data.recordings.common import DEFAULT_CHUNK_EVENTS, Recording, error_at, read_header
 from leod_core.data.recordings.dat import DatRecording, write_dat
 from leod_core.data.recordings.evt2 import Evt2Recording, write_evt2
-from leod_core.data.recordings.evt3 import Evt3Recording, write_evt3
+from leod_core.data.recordings.evt3 import Evt3Recording, write_evt3, write_evt3_chunks
 
 __all__ = ["DEFAULT_CHUNK_EVENTS", "FORMATS", "DatRecording", "Evt2Recording", "Evt3Recording", "H5Recording",
            "Recording", "detect_format", "open_recording", "iter_recording", "read_recording", "write_dat",
-           "write_evt2", "write_evt3", "write_recording"]
+           "write_evt2", "write_evt3", "write_evt3_chunks", "write_recording"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 #: ``% evt <version>`` values and ``% format <NAME>;...`` names of the RAW encodings read here.

@@ -202,12 +202,17 @@ def unwrap_time_high(raw: np.ndarray, bits: int, previous: tuple[int, int] | Non
     return previous[1] + np.cumsum(steps), (int(backwards[0]) if len(backwards) else -1)
 
 
-def time_high_words(high: np.ndarray, bits: int, max_step: int) -> tuple[np.ndarray, np.ndarray]:
+def time_high_words(high: np.ndarray, bits: int, max_step: int, written: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Time-high words a writer puts before each event, for unwrapped time-high values ``high`` (non-decreasing):
-    (count per event, the ``bits``-bit raw values in file order). A word goes before the first event and before
-    every event whose time high changed, with extra words between so no step exceeds ``max_step`` (below half
-    the wrap range, see :func:`unwrap_time_high`)."""
-    previous = np.concatenate([[high[0] - 1], high[:-1]]) if len(high) else high
+    (count per event, the ``bits``-bit raw values in file order). A word goes before the first event (unless
+    ``written``, the last value already written, equals its value) and before every event whose time high
+    changed, with extra words between so no step exceeds ``max_step`` (below half the wrap range, see
+    :func:`unwrap_time_high`)."""
+    if not len(high):
+        return high, high
+    start = high[0] - 1 if written is None else written
+    previous = np.concatenate([[start], high[:-1]])
     counts = -(-(high - previous) // max_step)            # ceil: words needed to reach high[i] in legal steps
     group_start = np.repeat(np.cumsum(counts) - counts, counts)
     k = np.arange(int(counts.sum())) - group_start + 1     # 1 .. counts[i] within each event's group

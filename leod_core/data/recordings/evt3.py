@@ -17,14 +17,14 @@ EVT_TIME_HIGH. An event before any EVT_TIME_HIGH, before any EVT_ADDR_Y, or a ve
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numba
 import numpy as np
 
+from leod_core.data.atomic import atomic_path
 from leod_core.data.formats import PathLike, RawEvents
-from leod_core.data.recordings.common import (Recording, checked_events, error_at, time_high_words,
-                                              write_recording_bytes)
+from leod_core.data.recordings.common import Recording, checked_events, error_at, time_high_words
 
 WORD_BYTES = 2
 TYPE_SHIFT = 12
@@ -153,22 +153,45 @@ class Evt3Recording(Recording):
 
 
 def write_evt3(path: PathLike, events: RawEvents) -> None:
-    """Write ``events`` to an EVT 3.0 RAW file atomically, with single-event words only: before each event its
-    EVT_TIME_HIGH words (every value since the previous ``t >> 12``) and EVT_TIME_LOW (when ``t`` changes),
-    EVT_ADDR_Y (when ``y`` changes), then EVT_ADDR_X with the polarity."""
-    ev = checked_events(events, MAX_SIDE)
-    n_high, high_values = time_high_words(ev.t >> TIME_HALF_BITS, TIME_HALF_BITS, TIME_HIGH_STEP)
+    """Write ``events`` to an EVT 3.0 RAW file atomically (:func:`write_evt3_chunks` of one chunk)."""
+    write_evt3_chunks(path, [events], (events.height, events.width))
+
+
+def write_evt3_chunks(path: PathLike, chunks: Iterable[RawEvents], sensor_hw: tuple[int, int]) -> None:
+    """Write the events of ``chunks`` (in order; ``t`` non-decreasing across them, µs) to an EVT 3.0 RAW file of a
+    ``sensor_hw`` (height, width; pixels) sensor atomically, one chunk in memory at a time, with single-event words
+    only: before each event its EVT_TIME_HIGH words (every value since the previous ``t >> 12``) and
+    EVT_TIME_LOW (when ``t`` changes), EVT_ADDR_Y (when ``y`` changes), then EVT_ADDR_X with the polarity."""
+    height, width = sensor_hw
+    header = "".join(f"% {line.format(height=height, width=width)}\n" for line in HEADER_LINES).encode("latin-1")
+    last_t, last_high = 0, None
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(header)
+        for chunk in chunks:
+            ev = checked_events(chunk, MAX_SIDE)
+            if (ev.height, ev.width) != (height, width):
+                raise ValueError(f"a chunk is for a {ev.height}x{ev.width} sensor, the file for {height}x{width}")
+            if len(ev.t) and ev.t[0] < last_t:
+                raise ValueError("event timestamps must be non-decreasing across chunks")
+            _evt3_words(ev, last_high).tofile(f)
+            if len(ev.t):
+                last_t, last_high = int(ev.t[-1]), int(ev.t[-1] >> TIME_HALF_BITS)
+
+
+def _evt3_words(ev: RawEvents, written_high: int | None) -> np.ndarray:
+    """Little-endian uint16 words of checked events (see :func:`write_evt3_chunks`); ``written_high`` is the
+    unwrapped time high already in the file (None at its start)."""
+    n_high, high_values = time_high_words(ev.t >> TIME_HALF_BITS, TIME_HALF_BITS, TIME_HIGH_STEP, written_high)
     first = np.arange(len(ev.t)) == 0
     new_time = first | (np.diff(ev.t, prepend=-1) != 0)
     new_y = first | (np.diff(ev.y, prepend=-1) != 0)
     ends = np.cumsum(n_high + new_time + new_y + 1)
     starts = ends - (n_high + new_time + new_y + 1)
-    words = np.zeros(int(ends[-1]) if len(ends) else 0, np.uint16)
+    words = np.zeros(int(ends[-1]) if len(ends) else 0, np.dtype("<u2"))
     words[ends - 1] = (EVT_ADDR_X << TYPE_SHIFT) | (ev.p << POLARITY_SHIFT) | ev.x
     words[(ends - 2)[new_y]] = (EVT_ADDR_Y << TYPE_SHIFT) | ev.y[new_y]
     words[(starts + n_high)[new_time]] = (EVT_TIME_LOW << TYPE_SHIFT) | (ev.t[new_time] & PAYLOAD_MASK)
     high_slots = np.repeat(starts, n_high) + np.arange(len(high_values)) - np.repeat(np.cumsum(n_high) - n_high,
                                                                                       n_high)
     words[high_slots] = (EVT_TIME_HIGH << TYPE_SHIFT) | high_values
-    write_recording_bytes(path, [line.format(height=ev.height, width=ev.width) for line in HEADER_LINES], b"",
-                          words)
+    return words
