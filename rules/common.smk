@@ -30,6 +30,7 @@ from leod_core.workflow.paths import (
 from leod_core.workflow.locks import concurrent_run_message
 from leod_core.workflow.round0 import downloaded_weights, released_round0
 from leod_core.workflow.round0 import round0_dataset_constraint
+from leod_core.workflow.settings import RECORDINGS_SOURCE, recordings_cli_args
 
 
 wildcard_constraints:
@@ -60,14 +61,21 @@ SYNTH_DATASETS = name_pattern(datasets_with_source(config, "synth"))
 RAW_DATASETS = name_pattern(datasets_with_source(config, "raw"))
 PREPROCESSED_DATASETS = name_pattern(datasets_with_source(config, "preprocessed"))
 DOWNLOADED_DATASETS = name_pattern(datasets_with_source(config, DOWNLOAD_SOURCE))
+RECORDINGS_DATASETS = name_pattern(datasets_with_source(config, RECORDINGS_SOURCE))
 PREPROCESSED_HERE = name_pattern(
-    datasets_with_source(config, "synth") + datasets_with_source(config, "raw")
+    datasets_with_source(config, "synth")
+    + datasets_with_source(config, "raw")
+    + datasets_with_source(config, RECORDINGS_SOURCE)
 )
 
 
 # ------------------------------------------------------------------------------------------------ data
 def synth_args(wildcards):
     return synth_cli_args(dataset_config(config, wildcards.dataset)["synth"])
+
+
+def recordings_args(wildcards):
+    return recordings_cli_args(dataset_config(config, wildcards.dataset))
 
 
 def preprocess_args(wildcards):

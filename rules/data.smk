@@ -1,10 +1,11 @@
-"""Data stage: synthetic camera, RVT's downloaded archive, or user-provided raw / preprocessed data -> RVT
-preprocessed layout -> split.
+"""Data stage: synthetic camera, RVT's downloaded archive, user-provided raw / preprocessed data, or a folder of
+the user's recordings -> RVT preprocessed layout -> split.
 
-A dataset block names one source (`synth`, `raw` or `preprocessed`), or none and a `download.preprocessed`
-archive; each source has its own rule, selected by the dataset wildcard's constraint. Downloads resume
-(HTTP Range) and are checked against the configured crc32; user-provided preprocessed data is linked as it
-is, raw data goes through `leod preprocess`."""
+A dataset block names one source (`synth`, `raw`, `recordings` or `preprocessed`), or none and a
+`download.preprocessed` archive; each source has its own rule, selected by the dataset wildcard's constraint.
+Downloads resume (HTTP Range) and are checked against the configured crc32; user-provided preprocessed data is
+linked as it is, raw data goes through `leod preprocess`, and a folder of recordings is first arranged (linked)
+into the raw layout."""
 
 
 rule synth_raw:
@@ -43,6 +44,28 @@ rule link_raw:
     shell:
         "python -m leod_core.workflow link-data --kind raw --source {params.source:q}"
         " --out results/raw/{wildcards.dataset} --marker summary.json --hint={params.hint:q} > {log} 2>&1"
+
+
+rule arrange_recordings:
+    """A folder of recordings (flat: split by the holdout; or with train/ val/ test/) -> symbolic links in RVT's
+    raw layout under results/raw/{dataset}/ and summary.json (leod_core/workflow/recordings.py), then preprocess.
+    """
+    output:
+        "results/raw/{dataset}/summary.json",
+    log:
+        log_path("raw/{dataset}/arrange"),
+    benchmark:
+        benchmark_path("raw/{dataset}/arrange")
+    wildcard_constraints:
+        dataset=RECORDINGS_DATASETS,
+    localrule: True
+    conda:
+        LEOD_ENV
+    params:
+        args=recordings_args,
+    shell:
+        "python -m leod_core.workflow arrange-recordings --out results/raw/{wildcards.dataset} {params.args}"
+        " > {log} 2>&1"
 
 
 rule download_preprocessed:

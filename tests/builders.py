@@ -94,3 +94,10 @@ def write_confident_checkpoint(path: Path, hw: tuple[int, int] = (64, 96), seed:
             pred.bias[1] = class_1_logit
     save_model_checkpoint(path, model, config)
     return path
+
+
+def downsample_by_2_nearest(frames: np.ndarray) -> np.ndarray:
+    """The reference of RVT's ``_ds2_nearest`` frames: ×0.5 'nearest-exact' downsampling of [..., H, W] to
+    [..., H // 2, W // 2]; with scale 0.5, torch's nearest-exact picks source index ``floor((i + 0.5) * 2) = 2 i + 1``."""
+    out_h, out_w = frames.shape[-2] // 2, frames.shape[-1] // 2
+    return np.ascontiguousarray(frames[..., 1:2 * out_h:2, 1:2 * out_w:2])

@@ -19,11 +19,12 @@ def cmd_synth(args: argparse.Namespace) -> None:
         "seed": args.seed, "height": args.height, "width": args.width, "duration_s": args.duration_s,
         "num_train": args.num_train, "num_val": args.num_val, "num_test": args.num_test,
         "initial_objects_mean": args.initial_objects_mean, "min_initial_objects": args.min_initial_objects,
-        "arrival_rate_hz": args.arrival_rate_hz}.items() if v is not None}
+        "arrival_rate_hz": args.arrival_rate_hz, "unlabeled_fraction": args.unlabeled_fraction}.items()
+        if v is not None}
     config = replace_fields(SynthConfig(), overrides, "leod synth").with_object_size(args.min_object_px,
                                                                                     args.max_object_px)
     summary = generate_dataset(Path(args.out), config, workers=args.workers, progress=not args.no_progress,
-                               fmt=args.format)
+                               fmt=args.format, layout=args.layout)
     log.info("synthetic dataset written to %s: %s", args.out, json.dumps(summary))
 
 
@@ -59,11 +60,12 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 def add_synth(sub: argparse._SubParsersAction) -> None:
     # a small settings module: `leod --help` stays fast
-    from leod_core.data.synth_config import DEFAULT_EVENT_FORMAT, EVENT_FORMATS, SynthConfig
+    from leod_core.data.synth_config import DEFAULT_EVENT_FORMAT, DEFAULT_LAYOUT, EVENT_FORMATS, LAYOUTS, SynthConfig
 
     default = SynthConfig()
     p = sub.add_parser("synth", help="generate a synthetic event-camera dataset in RVT's raw layout")
-    p.add_argument("--out", required=True, help="output directory (gets train/ val/ test/)")
+    p.add_argument("--out", required=True, help="output directory (gets train/ val/ test/, or with --layout flat "
+                                                "every sequence directly)")
     p.add_argument("--seed", type=int)
     p.add_argument("--height", type=int, help="sensor height in pixels")
     p.add_argument("--width", type=int, help="sensor width in pixels")
@@ -86,6 +88,13 @@ def add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=EVENT_FORMATS, default=DEFAULT_EVENT_FORMAT,
                    help="file format of each sequence's events: h5 = RVT's {seq}_td.dat.h5 (default), dat = "
                         "Prophesee DAT {seq}_td.dat, evt2 / evt3 = EVT 2.0 / 3.0 RAW {seq}_td.raw")
+    p.add_argument("--layout", choices=LAYOUTS, default=DEFAULT_LAYOUT,
+                   help=f"splits = RVT's raw layout, train/ val/ test/ folders (default {DEFAULT_LAYOUT}); flat = every "
+                        "sequence of every split in --out itself, like a camera's folder of recordings (the "
+                        "workflow's recordings source)")
+    p.add_argument("--unlabeled-fraction", type=float, help="this fraction of the train sequences is written "
+                   "without its {seq}_bbox.npy (unlabeled recordings), spread evenly over them (default "
+                   f"{default.unlabeled_fraction:g})")
     p.add_argument("--workers", type=int, default=1)
     p.set_defaults(func=cmd_synth)
 

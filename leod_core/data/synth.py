@@ -28,13 +28,14 @@ from leod_core.data.atomic import write_text_atomic
 from leod_core.data.formats import PROPHESEE_BBOX_DTYPE, SPLITS, RawEvents, raw_paths, write_raw_boxes
 from leod_core.data.raw_discovery import events_file_for_writing
 from leod_core.data.recordings import write_recording
-from leod_core.data.synth_config import DEFAULT_EVENT_FORMAT, EVENT_FORMATS, SynthConfig
+from leod_core.data.synth_config import (DEFAULT_EVENT_FORMAT, DEFAULT_LAYOUT, EVENT_FORMATS, LAYOUTS, SPLITS_LAYOUT,
+                                        SynthConfig)
 from leod_core.data.synth_events import _noise_events, _simulate, _splat
 from leod_core.data.synth_scene import CAR, PEDESTRIAN, _SHAPE_ORIGIN, _background, _scene, _Scene
 from leod_core.data.synth_scene import _sprite  # noqa: F401  (tests draw single sprites through this module)
 
-__all__ = ["CAR", "DEFAULT_EVENT_FORMAT", "EVENT_FORMATS", "PEDESTRIAN", "SUMMARY_FILE", "SynthConfig",
-           "generate_dataset", "generate_sequence", "sequence_name"]
+__all__ = ["CAR", "DEFAULT_EVENT_FORMAT", "DEFAULT_LAYOUT", "EVENT_FORMATS", "LAYOUTS", "PEDESTRIAN", "SUMMARY_FILE",
+           "SynthConfig", "generate_dataset", "generate_sequence", "sequence_dir", "sequence_name"]
 
 log = logging.getLogger(__name__)
 
@@ -105,52 +106,65 @@ def generate_sequence(config: SynthConfig, split: str, index: int) -> tuple[RawE
     return raw, _labels(config, scene)
 
 
-def _write_sequence(out_dir: Path, config: SynthConfig, fmt: str, split: str,
-                    index: int) -> tuple[str, int, int, int]:
-    """Generate and write one sequence (events in format ``fmt``); return (split, events, boxes, bytes written)."""
+def sequence_dir(out_dir: Path, split: str, layout: str) -> Path:
+    """The folder a sequence of ``split`` is written to in ``layout`` (one of :data:`LAYOUTS`)."""
+    return out_dir / split if layout == SPLITS_LAYOUT else out_dir
+
+
+def _write_sequence(out_dir: Path, config: SynthConfig, fmt: str, layout: str, split: str,
+                    index: int) -> tuple[str, int, int, int, bool]:
+    """Generate and write one sequence (events in format ``fmt``, boxes unless it is one of the config's unlabeled
+    sequences); return (split, events, boxes written, bytes written, labeled)."""
     events, boxes = generate_sequence(config, split, index)
     name = sequence_name(split, index)
-    events_path = events_file_for_writing(out_dir / split, name, fmt)
-    boxes_path = raw_paths(out_dir / split, name)[1]
+    folder = sequence_dir(out_dir, split, layout)
+    events_path = events_file_for_writing(folder, name, fmt)
     write_recording(events_path, events, fmt)
+    if index in config.unlabeled_indices(split):
+        return split, len(events.t), 0, events_path.stat().st_size, False
+    boxes_path = raw_paths(folder, name)[1]
     write_raw_boxes(boxes_path, boxes)
-    return split, len(events.t), len(boxes), events_path.stat().st_size + boxes_path.stat().st_size
+    return split, len(events.t), len(boxes), events_path.stat().st_size + boxes_path.stat().st_size, True
 
 
 def generate_dataset(out_dir: Path, config: SynthConfig, workers: int = 1, progress: bool = True,
-                     fmt: str = DEFAULT_EVENT_FORMAT) -> dict:
-    """Write every split's sequences in RVT's raw layout under ``out_dir``, then ``out_dir/summary.json``.
+                     fmt: str = DEFAULT_EVENT_FORMAT, layout: str = DEFAULT_LAYOUT) -> dict:
+    """Write every split's sequences under ``out_dir``, then ``out_dir/summary.json``.
 
     ``fmt`` (one of :data:`EVENT_FORMATS`) is the events' file format: ``h5`` writes RVT's ``{seq}_td.dat.h5``,
     ``dat`` a Prophesee ``{seq}_td.dat``, ``evt2`` / ``evt3`` a ``{seq}_td.raw``; boxes are always
-    ``{seq}_bbox.npy``.
+    ``{seq}_bbox.npy``, and the config's unlabeled train sequences (:meth:`SynthConfig.unlabeled_indices`) have
+    none. ``layout`` (one of :data:`LAYOUTS`): ``splits`` is RVT's raw layout (``train/ val/ test/``), ``flat``
+    puts every sequence directly in ``out_dir`` (names ``synth_{split}_{index}`` stay unique).
 
-    Returns (and writes) ``{"splits": {split: {"sequences", "events", "boxes", "bytes"}}, "total_bytes": int,
-    "config": {...}}``; the summary file is written last, so it marks a complete dataset.
+    Returns (and writes) ``{"splits": {split: {"sequences", "unlabeled", "events", "boxes", "bytes"}},
+    "total_bytes": int, "config": {...}}``; the summary file is written last, so it marks a complete dataset.
     """
     if fmt not in EVENT_FORMATS:
         raise ValueError(f"unknown event file format {fmt!r}, expected one of {EVENT_FORMATS}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}, expected one of {LAYOUTS}")
     out_dir = Path(out_dir)
     jobs = [(split, i) for split in SPLITS for i in range(config.num_sequences(split))]
-    summary = {split: {"sequences": 0, "events": 0, "boxes": 0, "bytes": 0} for split in SPLITS}
-    write = partial(_write_sequence, out_dir, config, fmt)
+    summary = {split: {"sequences": 0, "unlabeled": 0, "events": 0, "boxes": 0, "bytes": 0} for split in SPLITS}
+    write = partial(_write_sequence, out_dir, config, fmt, layout)
     splits, indices = [s for s, _ in jobs], [i for _, i in jobs]
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else contextlib.nullcontext() as pool:
         results = pool.map(write, splits, indices) if pool else map(write, splits, indices)
-        for split, n_events, n_boxes, n_bytes in tqdm(results, total=len(jobs), disable=not progress,
-                                                      desc="synth", unit="seq"):
+        for split, n_events, n_boxes, n_bytes, labeled in tqdm(results, total=len(jobs), disable=not progress,
+                                                               desc="synth", unit="seq"):
             stats = summary[split]
             stats["sequences"] += 1
+            stats["unlabeled"] += not labeled
             stats["events"] += n_events
             stats["boxes"] += n_boxes
             stats["bytes"] += n_bytes
     total = sum(s["bytes"] for s in summary.values())
     for split, s in summary.items():
-        log.info("synth %s: %d sequences, %d events, %d boxes, %.1f MB", split, s["sequences"], s["events"],
-                 s["boxes"], s["bytes"] / 1e6)
-    log.info("synth: wrote %d sequences (%dx%d, %.1f s each) to %s, %.1f MB in total", len(jobs),
-             config.height, config.width, config.duration_s, out_dir, total / 1e6)
+        log.info("synth %s: %d sequences (%d without boxes), %d events, %d boxes, %.1f MB", split, s["sequences"],
+                 s["unlabeled"], s["events"], s["boxes"], s["bytes"] / 1e6)
+    log.info("synth: wrote %d sequences (%dx%d, %.1f s each, %s layout) to %s, %.1f MB in total", len(jobs),
+             config.height, config.width, config.duration_s, layout, out_dir, total / 1e6)
     result = {"splits": summary, "total_bytes": total, "config": dataclasses.asdict(config)}
     write_text_atomic(out_dir / SUMMARY_FILE, json.dumps(result, indent=2, sort_keys=True))
     return result
-

@@ -9,6 +9,13 @@ from dataclasses import dataclass
 EVENT_FORMATS = ("h5", "dat", "evt2", "evt3")
 #: RVT's ``{seq}_td.dat.h5``, what ``leod synth`` writes unless asked otherwise.
 DEFAULT_EVENT_FORMAT = "h5"
+#: Where ``leod synth`` puts the sequences: ``splits`` = RVT's ``train/ val/ test/`` folders, ``flat`` = every
+#: sequence of every split in one folder (a camera's folder of recordings, for the workflow's ``recordings`` source).
+SPLITS_LAYOUT, FLAT_LAYOUT = "splits", "flat"
+LAYOUTS = (SPLITS_LAYOUT, FLAT_LAYOUT)
+DEFAULT_LAYOUT = SPLITS_LAYOUT
+#: The split that may hold unlabeled sequences (:attr:`SynthConfig.unlabeled_fraction`): val and test need labels.
+UNLABELED_SPLIT = "train"
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,8 @@ class SynthConfig:
     # labels
     min_visible_fraction: float = 0.2  # skip objects showing less than this fraction of their area
     min_visible_px: int = 10  # ... or fewer pixels than this
+    unlabeled_fraction: float = 0.0  # this fraction of the train sequences is written without boxes (unlabeled
+    #                                  recordings); which ones: :meth:`unlabeled_indices`
 
     def __post_init__(self) -> None:
         if self.height < 8 or self.width < 8 or self.duration_s <= 0 or self.time_step_us <= 0:
@@ -77,6 +86,8 @@ class SynthConfig:
                 raise ValueError(f"SynthConfig: {name} must be a range 0 < min <= max (px), got {(low, high)}")
         if self.min_initial_objects < 0:
             raise ValueError(f"SynthConfig: min_initial_objects must be >= 0, got {self.min_initial_objects}")
+        if not 0 <= self.unlabeled_fraction <= 1:
+            raise ValueError(f"SynthConfig: unlabeled_fraction must be in [0, 1], got {self.unlabeled_fraction}")
 
     @property
     def duration_us(self) -> int:
@@ -84,6 +95,16 @@ class SynthConfig:
 
     def num_sequences(self, split: str) -> int:
         return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
+
+    def unlabeled_indices(self, split: str) -> frozenset[int]:
+        """Indices of the sequences of ``split`` written without boxes: none outside :data:`UNLABELED_SPLIT`;
+        there ``k = round(n f)`` of the ``n`` (``f`` the unlabeled fraction), spread evenly: the centres
+        ``floor((j + 1/2) n / k)``, j = 0 .. k-1, of k equal intervals. Nothing random, so every run picks the same."""
+        if split != UNLABELED_SPLIT:
+            return frozenset()
+        n = self.num_sequences(split)
+        k = round(n * self.unlabeled_fraction)
+        return frozenset((2 * j + 1) * n // (2 * k) for j in range(k))
 
     def with_object_size(self, min_px: float | None = None, max_px: float | None = None) -> SynthConfig:
         """This config with every object's longer side (car width, pedestrian height) uniform in

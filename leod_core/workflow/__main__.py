@@ -1,5 +1,5 @@
 """``python -m leod_core.workflow <command>``: the workflow's own small jobs (gate, shard list, job configs,
-linking user data). The library's work is done by the ``leod`` CLI; these only glue the loop together."""
+linking user data, arranging a folder of recordings). The library's work is done by the ``leod`` CLI; these only glue the loop together."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from leod_core.workflow import jobs
+from leod_core.config import load_yaml_mapping, replace_fields
+from leod_core.data.preprocess import PRESETS
+from leod_core.workflow import jobs, recordings
 
 log = logging.getLogger("leod.workflow")
 
@@ -51,7 +53,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", required=True, choices=("raw", "preprocessed"))
     p.add_argument("--marker", required=True, help="summary file written into --out last")
     p.add_argument("--hint", default="", help="appended to the error when the data is missing")
+
+    holdout = recordings.Holdout()
+    p = sub.add_parser("arrange-recordings", help="link a folder of event-camera recordings (flat, or with train/ "
+                                                  "val/ test/) into RVT's raw layout, then write --out/summary.json")
+    p.add_argument("--source", required=True, help="the folder of recordings")
+    p.add_argument("--out", required=True, help="results/raw/{dataset}")
+    p.add_argument("--format", choices=recordings.RECORDING_FORMATS, default=recordings.AUTO_FORMAT,
+                   help=f"{recordings.AUTO_FORMAT} detects each file's format; a named one is checked")
+    p.add_argument("--holdout-val", type=float, default=holdout.val,
+                   help=f"fraction of a flat folder's labeled recordings held out for val (default {holdout.val:g})")
+    p.add_argument("--holdout-test", type=float, default=holdout.test,
+                   help=f"fraction held out for test (default {holdout.test:g})")
+    p.add_argument("--preset", required=True, help="the preprocessing preset (a camera): how RVT's h5 files are "
+                                                   "named")
+    p.add_argument("--config", help="YAML file overriding preset fields (as `leod preprocess --config`)")
     return parser
+
+
+def arrange_recordings(args: argparse.Namespace) -> None:
+    """``arrange-recordings``: the preprocessing settings that `leod preprocess` will use decide RVT's h5 names."""
+    preprocess = PRESETS[args.preset]
+    if args.config:
+        preprocess = replace_fields(preprocess, load_yaml_mapping(Path(args.config)), args.config)
+    recordings.arrange_recordings(Path(args.source), Path(args.out), args.format,
+                                  recordings.Holdout(args.holdout_val, args.holdout_test),
+                                  preprocess.gen4_style_names)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             jobs.write_config(json.loads(args.json), Path(args.out))
         elif args.command == "link-data":
             jobs.link_data(Path(args.source), Path(args.out), args.marker, args.kind, args.hint)
+        elif args.command == "arrange-recordings":
+            arrange_recordings(args)
     except (ValueError, OSError) as err:
         log.error("%s", err)
         return 1

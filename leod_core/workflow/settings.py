@@ -30,8 +30,10 @@ MERGED_SECTIONS = ("train", "self_train", "pseudo", "label_quality", "evaluate")
 ROUND0_KEYS = ("camera", "sequence_length", "train")
 #: The data source that generates a dataset with ``leod synth`` (a source, not the camera of that name).
 SYNTH_SOURCE = "synth"
-#: Ways to get a dataset's data: generate it, or link what the user provides.
-DATA_SOURCES = (SYNTH_SOURCE, "raw", "preprocessed")
+#: The data source of a folder of the user's own recordings (arranged by :mod:`leod_core.workflow.recordings`).
+RECORDINGS_SOURCE = "recordings"
+#: Ways to get a dataset's data: generate it, or link or arrange what the user provides.
+DATA_SOURCES = (SYNTH_SOURCE, "raw", RECORDINGS_SOURCE, "preprocessed")
 #: The source of a dataset block with none of :data:`DATA_SOURCES`: its ``download.preprocessed`` archive.
 DOWNLOAD_SOURCE = "download"
 
@@ -56,6 +58,10 @@ _SYNTH_OPTIONS = {
     "initial_objects_mean": "--initial-objects-mean", "min_initial_objects": "--min-initial-objects",
     "arrival_rate_hz": "--arrival-rate-hz",
 }
+#: ``python -m leod_core.workflow arrange-recordings`` option for each key of a ``recordings`` block (``holdout``'s
+#: keys under ``holdout_``).
+_RECORDINGS_OPTIONS = {"path": "--source", "format": "--format", "holdout_val": "--holdout-val",
+                       "holdout_test": "--holdout-test"}
 #: ``leod evaluate`` option for each key of an ``evaluate`` block.
 _EVALUATE_OPTIONS = {
     "batch_size": "--batch-size", "sequence_length": "--sequence-length", "confidence_threshold": "--confidence-threshold",
@@ -141,14 +147,16 @@ def requested_shards(config: dict[str, Any]) -> int:
 
 def check_config(config: dict[str, Any]) -> None:
     """Checks beyond the JSON schema: experiments name configured datasets, ``full`` has ratio 1 and one split, reserved
-    dataset names, one data source per dataset, cameras that the registry knows (after loading ``camera_files``).
+    dataset names, one data source per dataset (a ``recordings`` source's holdout leaving train some recordings),
+    cameras that the registry knows (after loading ``camera_files``).
     Raises ``ValueError`` naming the problem."""
     load_config_cameras(config)
     for name, block in config["datasets"].items():
         if name in RESERVED_NAMES:
             raise ValueError(f"dataset name {name!r} is reserved (results/{name}/ holds other outputs)")
         try:
-            data_source(block)
+            if data_source(block) == RECORDINGS_SOURCE:
+                check_holdout(block[RECORDINGS_SOURCE])
             for camera in dataset_cameras(block):
                 get_camera(camera)
         except ValueError as err:
@@ -167,6 +175,17 @@ def check_config(config: dict[str, Any]) -> None:
                 variant_overlay(config, exp.get("variant", ""))
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from None
+
+
+def check_holdout(recordings_cfg: dict[str, Any]) -> None:
+    """A ``recordings`` block's holdout fractions, checked as the job will (``ValueError``: their sum must be
+    below 1, which the schema cannot say)."""
+    from leod_core.workflow.recordings import Holdout   # a job module (it reads files): only for this source
+
+    try:
+        Holdout(**recordings_cfg.get("holdout", {}))
+    except ValueError as err:
+        raise ValueError(f"{RECORDINGS_SOURCE}: {err}") from None
 
 
 def dataset_cameras(dataset_cfg: dict[str, Any]) -> list[str]:
@@ -320,6 +339,17 @@ def preprocess_cli_args(dataset_cfg: dict[str, Any]) -> str:
     if "config" in block:
         args += f" --config {shlex.quote(block['config'])}"
     return args
+
+
+def recordings_cli_args(dataset_cfg: dict[str, Any]) -> str:
+    """``python -m leod_core.workflow arrange-recordings`` options: the ``recordings`` block (path, format, holdout)
+    and the preprocessing preset and config that ``leod preprocess`` gets (they decide how RVT's h5 files are
+    named)."""
+    block = dataset_cfg[RECORDINGS_SOURCE]
+    flat = {key: value for key, value in block.items() if key != "holdout"}
+    flat.update({f"holdout_{key}": value for key, value in block.get("holdout", {}).items()})
+    args = [f"{_RECORDINGS_OPTIONS[key]} {shlex.quote(str(value))}" for key, value in sorted(flat.items())]
+    return " ".join([*args, preprocess_cli_args(dataset_cfg)])
 
 
 def evaluate_cli_args(settings: dict[str, Any], device: str) -> str:

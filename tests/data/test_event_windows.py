@@ -13,8 +13,8 @@ import pytest
 from leod_core.cli import main as leod
 from leod_core.data import preprocess
 from leod_core.data.formats import RawEvents
-from leod_core.data.representation import (downsample_by_2_nearest, iter_event_windows, iter_stacked_histograms,
-                                           stacked_histogram)
+from builders import downsample_by_2_nearest
+from leod_core.data.representation import iter_event_windows, iter_stacked_histograms, stacked_histogram
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "preprocess"
 HEIGHT, WIDTH = 12, 16
@@ -110,3 +110,18 @@ def test_preprocessing_in_tiny_chunks_gives_the_golden_output(tmp_path, monkeypa
             np.testing.assert_array_equal(b["data"][()], a["data"][()], err_msg=str(rel))
             frames += len(a["data"])
     assert frames > 0
+
+
+@pytest.mark.parametrize("hw", [(12, 16), (13, 17), (7, 9)])
+def test_downsampled_histogram_equals_the_full_one_downsampled(hw):
+    """Computed directly from the events at odd x and y, with counts past 256 (uint8 wrap) and the cutoff."""
+    rng = np.random.default_rng(sum(hw))
+    count = 20_000
+    x, y = rng.integers(0, hw[1], count), rng.integers(0, hw[0], count)
+    x[:600], y[:600] = 3, 5                   # one cell gets > 256 events of one polarity (wraps)
+    p, t = rng.integers(0, 2, count), np.sort(rng.integers(0, 50_000, count))
+    for cutoff in (10, 255):
+        full = stacked_histogram(x, y, p, t, *hw, nbins=10, count_cutoff=cutoff)
+        half = stacked_histogram(x, y, p, t, *hw, nbins=10, count_cutoff=cutoff, downsampled_by_2=True)
+        np.testing.assert_array_equal(half, downsample_by_2_nearest(full))
+        assert half.shape == (20, hw[0] // 2, hw[1] // 2) and half.any()

@@ -17,7 +17,8 @@ from leod_core.data import formats
 from leod_core.data.formats import FormatError, SequencePaths
 from leod_core.data.preprocess import (PRESETS, BoxFilterConfig, derive_label_period_us, filter_boxes,
                                        plan_sequence, preprocess_dataset, repr_timestamps)
-from leod_core.data.representation import downsample_by_2_nearest, stacked_histogram
+from builders import downsample_by_2_nearest
+from leod_core.data.representation import stacked_histogram
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "preprocess"
 GEN1 = PRESETS["gen1"]

@@ -111,3 +111,28 @@ def test_a_model_for_another_frame_size_is_refused(setup, tmp_path, caplog):
                  "--camera", CAMERA, "--out", str(tmp_path / "b.npy")]) == 1
     assert "frames are (64, 96) but the model was built for (32, 48)" in caplog.text
     assert not (tmp_path / "b.npy").exists()
+
+
+def test_a_1mpx_recording_is_read_at_half_resolution_on_the_nominal_grid(tmp_path):
+    """gen4: no fixed label period (RVT derives it from the labels), so the grid is the nominal 100 ms; frames are
+    the half-size ``_ds2_nearest`` ones, and boxes go back to sensor pixels."""
+    from leod_core.data.formats import RawEvents
+    from leod_core.data.recordings import write_recording
+    from leod_core.models.predict import to_sensor_pixels
+
+    rng = np.random.default_rng(0)
+    count = 3_000
+    events = RawEvents(x=rng.integers(0, 1280, count), y=rng.integers(0, 720, count), p=rng.integers(0, 2, count),
+                       t=np.sort(rng.integers(0, 450_000, count)), height=720, width=1280)
+    path = tmp_path / "drive_td.dat"
+    write_recording(path, events, "dat")
+    reprs = RecordingRepresentations(path, PRESETS["gen4"])
+    assert reprs.name == "drive" and reprs.frame_hw == (360, 640)
+    assert reprs.timestamps_us.tolist() == list(range(100_000, 450_000, 50_000))
+    (idx, frames), = list(reprs.iter_chunks(0, reprs.num_reprs, reprs.num_reprs))
+    assert frames.shape == (reprs.num_reprs, 20, 360, 640) and frames.any()
+    boxes = np.zeros(1, dtype=PROPHESEE_BBOX_DTYPE)
+    boxes["x"], boxes["y"], boxes["w"], boxes["h"], boxes["t"] = 10.5, 20.0, 30.0, 40.0, 7
+    scaled = to_sensor_pixels(boxes, downsampled_by_2=True)
+    assert scaled[["x", "y", "w", "h"]].tolist() == [(21.0, 40.0, 60.0, 80.0)] and scaled["t"][0] == 7
+    assert to_sensor_pixels(boxes, downsampled_by_2=False)[0] == boxes[0]
