@@ -10,10 +10,10 @@
 * ``full``: every labeled frame of every sequence (ratio 1).
 
 Unlabeled recordings (preprocessing's unlabeled sequences: ``labels.npz`` holds label frames but no box, see
-:func:`unlabeled_sequences`) keep ``[]`` in every setting; their frames are pseudo-labelled. They still count
-among the ``N`` sorted names of SSOD (LEOD's sub-sampling of the training sequences is unchanged, so a split of a
-dataset without them is as before), and WSOD and ``full`` keep none of their frames. A sequence directory without
-``labels.npz`` counts as labeled.
+:func:`unlabeled_sequences`) keep ``[]`` in every setting; their frames are pseudo-labelled. The ratio applies
+within the labeled recordings: SSOD sub-samples the ``N`` sorted names of the labeled sequences only (a dataset
+without unlabeled recordings is split exactly as LEOD does), and WSOD and ``full`` keep none of the unlabeled
+ones' frames. A sequence directory without ``labels.npz`` counts as labeled.
 
 The ``offset`` selects one of several label splits of the same ratio (LEOD: "All results in the paper are
 averaged over three different splits (we offset the index when sub-sampling the data)"; only offset 0 was
@@ -42,10 +42,11 @@ log = logging.getLogger(__name__)
 
 SETTINGS = ("wsod", "ssod", "full")
 FULL_RATIO = 1.0
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _KEYS_V1 = {"version", "setting", "ratio", "sequence_length", "summary", "labeled_frames"}
-#: Keys of each readable file version; version 1 had no offset (it reads as offset 0).
-_KEYS = {1: _KEYS_V1, FORMAT_VERSION: _KEYS_V1 | {"offset"}}
+#: Keys of each readable file version; version 1 had no offset (it reads as offset 0), versions 1 and 2 no
+#: unlabeled_sequences (they read as none).
+_KEYS = {1: _KEYS_V1, 2: _KEYS_V1 | {"offset"}, FORMAT_VERSION: _KEYS_V1 | {"offset", "unlabeled_sequences"}}
 #: An int list that json.dumps(indent=...) spread over lines (a literal newline never occurs inside a string).
 _SPREAD_INT_LIST = re.compile(r"\[\n\s*([-\d,\s]+?)\n\s*\]")
 
@@ -138,18 +139,25 @@ def check_split_offset(setting: str, ratio: float, num_sequences: int, offset: i
 
 @dataclass(frozen=True)
 class LabelSplit:
-    """Which ground-truth frames of each training sequence are kept (``[]``: an unlabeled sequence); ``offset``:
-    which of the :func:`num_offsets` splits of this setting and ratio it is."""
+    """Which ground-truth frames of each training sequence are kept (``[]``: none); ``offset``: which of the
+    :func:`num_offsets` splits of this setting and ratio it is; ``unlabeled_sequences``: the recordings without
+    labels among them (sorted; they keep ``[]``, and SSOD sub-samples the others)."""
 
     setting: str
     ratio: float
     sequence_length: int
     labeled_frames: dict[str, list[int]]
     offset: int = 0
+    unlabeled_sequences: tuple[str, ...] = ()
 
     @property
     def num_sequences(self) -> int:
         return len(self.labeled_frames)
+
+    @property
+    def num_labeled_recordings(self) -> int:
+        """Sequences with ground truth: the ``N`` of SSOD's sub-sampling."""
+        return self.num_sequences - len(self.unlabeled_sequences)
 
     @property
     def num_labeled_sequences(self) -> int:
@@ -166,13 +174,14 @@ class LabelSplit:
         if self.setting == "wsod":
             counts["stride"] = wsod_stride(self.ratio)
         elif self.setting == "ssod":
-            counts["k"] = ssod_step(self.num_sequences, self.ratio)[1]
+            counts["k"] = ssod_step(self.num_labeled_recordings, self.ratio)[1]
         return counts
 
     def to_json(self) -> str:
         """JSON text with sorted sequence names, one line per sequence."""
         payload = {"version": FORMAT_VERSION, "setting": self.setting, "ratio": self.ratio,
                    "sequence_length": self.sequence_length, "offset": self.offset, "summary": self.summary(),
+                   "unlabeled_sequences": sorted(self.unlabeled_sequences),
                    "labeled_frames": dict(sorted(self.labeled_frames.items()))}
         text = json.dumps(payload, indent=2)
         return _SPREAD_INT_LIST.sub(lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
@@ -180,19 +189,21 @@ class LabelSplit:
     @classmethod
     def from_json(cls, text: str, source: PathLike) -> "LabelSplit":
         """Parse and validate JSON text; problems raise :class:`FormatError` naming ``source``. A version 1
-        file (no ``offset``) reads as offset 0."""
+        file (no ``offset``) reads as offset 0, a version 1 or 2 file as without unlabeled sequences."""
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as err:
             raise FormatError(source, f"not valid JSON ({err})") from err
         version = _check_version(source, payload)
+        labeled_frames = _check_labeled_frames(source, payload["labeled_frames"])
         split = cls(setting=_check_setting(source, payload["setting"]),
                     ratio=_check_ratio(source, payload["setting"], payload["ratio"]),
                     sequence_length=_check_sequence_length(source, payload["sequence_length"]),
-                    labeled_frames=_check_labeled_frames(source, payload["labeled_frames"]),
-                    offset=payload.get("offset", 0))
+                    labeled_frames=labeled_frames, offset=payload.get("offset", 0),
+                    unlabeled_sequences=_check_unlabeled(source, payload.get("unlabeled_sequences", []),
+                                                         labeled_frames))
         try:
-            check_split_offset(split.setting, split.ratio, split.num_sequences, split.offset)
+            check_split_offset(split.setting, split.ratio, split.num_labeled_recordings, split.offset)
             summary = split.summary()
         except ValueError as err:
             raise FormatError(source, str(err)) from err
@@ -258,6 +269,15 @@ def _check_labeled_frames(source: PathLike, labeled_frames: Any) -> dict[str, li
     return labeled_frames
 
 
+def _check_unlabeled(source: PathLike, names: Any, labeled_frames: dict[str, list[int]]) -> tuple[str, ...]:
+    if not isinstance(names, list) or names != sorted(set(names)) or not all(isinstance(n, str) for n in names):
+        raise FormatError(source, "unlabeled_sequences must be a sorted list of unique sequence names")
+    wrong = [name for name in names if labeled_frames.get(name) != []]
+    if wrong:
+        raise FormatError(source, f"unlabeled sequences {wrong} must be training sequences without kept frames")
+    return tuple(names)
+
+
 def _sequence_dirs(train_dir: Path) -> list[Path]:
     if not train_dir.is_dir():
         raise ValueError(f"training split directory {train_dir} does not exist")
@@ -301,15 +321,16 @@ def make_split(train_dir: PathLike, setting: str, ratio: float, sequence_length:
     if sequence_length < 1:
         raise ValueError(f"sequence_length must be positive, got {sequence_length}")
     dirs = _sequence_dirs(Path(train_dir))
-    check_split_offset(setting, ratio, len(dirs), offset)
-    repr_indices = {d.name: read_objframe_idx_2_repr_idx(SequencePaths(d).objframe_idx_2_repr_idx) for d in dirs}
     unlabeled = unlabeled_sequences(dirs)
+    labeled = [d.name for d in dirs if d.name not in unlabeled]
+    check_split_offset(setting, ratio, len(labeled), offset)
+    repr_indices = {d.name: read_objframe_idx_2_repr_idx(SequencePaths(d).objframe_idx_2_repr_idx) for d in dirs}
     if setting == "wsod":
         frames = _wsod_frames(repr_indices, ratio, sequence_length, offset, unlabeled)
     else:
-        kept = set(ssod_kept_sequences(list(repr_indices), ratio, offset)) - unlabeled
+        kept = set(ssod_kept_sequences(labeled, ratio, offset))
         frames = {name: list(range(len(idx))) if name in kept else [] for name, idx in repr_indices.items()}
-    split = LabelSplit(setting, ratio, sequence_length, frames, offset)
+    split = LabelSplit(setting, ratio, sequence_length, frames, offset, tuple(sorted(unlabeled)))
     log.info("%s split of %s at ratio %g (L=%d): %s", setting, train_dir, ratio, sequence_length,
              ", ".join(f"{key} {value}" for key, value in split.summary().items()))
     if unlabeled:

@@ -248,7 +248,7 @@ def test_split_json_layout(train_dir):
     text = make_split(train_dir, "wsod", 0.01, SEQ_LEN, 1).to_json()
     assert '    "a_long": [9, 109, 209],' in text.splitlines()
     payload = json.loads(text)
-    assert payload["version"] == 2 and payload["offset"] == 1
+    assert payload["version"] == 3 and payload["offset"] == 1 and payload["unlabeled_sequences"] == []
     assert payload["summary"] == {"num_sequences": 3, "num_labeled_sequences": 3, "num_labeled_frames": 5,
                                   "offset": 1, "stride": 100}
     assert list(payload["labeled_frames"]) == ["a_long", "b_short", "c_edge"]
@@ -257,13 +257,22 @@ def test_split_json_layout(train_dir):
 def test_version_1_files_read_as_offset_0(train_dir, tmp_path):
     split = make_split(train_dir, "wsod", 0.01, SEQ_LEN)
     payload = json.loads(split.to_json())
-    del payload["offset"], payload["summary"]["offset"]
+    del payload["offset"], payload["summary"]["offset"], payload["unlabeled_sequences"]
     path = tmp_path / "v1.json"
     path.write_text(json.dumps({**payload, "version": 1}))
     assert read_split(path) == split
     path.write_text(json.dumps({**payload, "version": 1, "offset": 0}))
     with pytest.raises(FormatError, match="expected a JSON object with keys"):
         read_split(path)
+
+
+def test_version_2_files_read_without_unlabeled_sequences(train_dir, tmp_path):
+    split = make_split(train_dir, "ssod", 0.5, SEQ_LEN)
+    payload = json.loads(split.to_json())
+    del payload["unlabeled_sequences"]
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps({**payload, "version": 2}))
+    assert read_split(path) == split and split.unlabeled_sequences == ()
 
 
 def _corrupt(path, **changes):
@@ -284,7 +293,9 @@ def _corrupt(path, **changes):
     ({"ratio": "0.01"}, "not a number"),
     ({"setting": "full"}, "needs ratio 1"),
     ({"sequence_length": 0}, "not a positive integer"),
-    ({"version": 99}, "unsupported version 99, expected 2"),
+    ({"version": 99}, "unsupported version 99, expected 3"),
+    ({"unlabeled_sequences": ["a_long"]}, r"unlabeled sequences \['a_long'\] must be training sequences without"),
+    ({"unlabeled_sequences": ["b", "a"]}, "sorted list of unique sequence names"),
     ({"version": "2"}, "unsupported version '2'"),
     ({"offset": 100}, r"split offset 100 is not in 0..99"),
     ({"offset": "1"}, "split offset '1' is not in"),

@@ -61,59 +61,26 @@ def test_preprocess_keeps_unlabeled_recordings_on_the_label_grid(dataset):
     assert sorted(rerun["unlabeled"]) == unlabeled and len(rerun["skipped"]) == NUM_LABELED
 
 
-@pytest.mark.parametrize("setting, ratio", [("wsod", "0.5"), ("ssod", "1"), ("full", "1")])
-def test_split_marks_unlabeled_recordings(dataset, tmp_path, setting, ratio):
+@pytest.mark.parametrize("setting, ratio, offset, labeled_sequences", [
+    ("wsod", "0.5", "0", NUM_LABELED), ("ssod", "1", "0", NUM_LABELED), ("full", "1", "0", NUM_LABELED),
+    # the ratio applies within the labeled recordings: a third of the 4 keeps 1 (over all 12 names, LEOD's
+    # step would be 3 and keep 4 names, 2 of them labeled)
+    ("ssod", "0.34", "0", 1), ("ssod", "0.34", "3", 1)])
+def test_split_marks_unlabeled_recordings(dataset, tmp_path, setting, ratio, offset, labeled_sequences):
     root, unlabeled = dataset
     out = tmp_path / "split.json"
     assert leod(["split", "--data", str(root), "--setting", setting, "--ratio", ratio, "--sequence-length", SEQ_LEN,
-                 "--out", str(out)]) == 0
+                 "--offset", offset, "--out", str(out)]) == 0
     split = read_split(out)
     assert split.num_sequences == NUM_LABELED + NUM_UNLABELED
     assert all(split.labeled_frames[name] == [] for name in unlabeled)
-    assert split.num_labeled_sequences == NUM_LABELED
+    assert split.num_labeled_sequences == labeled_sequences
+    assert split.unlabeled_sequences == tuple(sorted(unlabeled))
 
 
-@pytest.mark.slow
-def test_pseudo_labels_and_self_training_cover_unlabeled_recordings(dataset, tmp_path, monkeypatch):
-    root, unlabeled = dataset
-    split = tmp_path / "split.json"
-    assert leod(["split", "--data", str(root), "--setting", "wsod", "--ratio", "0.5", "--sequence-length", SEQ_LEN,
-                 "--out", str(split)]) == 0
-    ckpt = write_confident_checkpoint(tmp_path / "model.ckpt")
-    shard_list = tmp_path / "shard_list_1.json"
-    assert workflow(["shard-list", "--data", str(root), "--split", str(split), "--num-shards", "1",
-                     "--out", str(shard_list)]) == 0
-    assert leod(["--no-progress", "pseudo-label", "--checkpoint", str(ckpt), "--data", str(root), "--split",
-                 str(split), "--out", str(tmp_path / "shards/0"), "--shard", "0", "--shard-list", str(shard_list),
-                 "--camera", "synth", "--sequence-length", SEQ_LEN, "--batch-size", "2"]) == 0
-    pseudo = tmp_path / "pseudo"
-    assert leod(["merge-shards", "--shards", str(tmp_path / "shards/0"), "--shard-list", str(shard_list),
-                 "--data", str(root), "--out", str(pseudo)]) == 0
-    names = sorted(p.name for p in (root / "train").iterdir())
-    assert len(names) == NUM_LABELED + NUM_UNLABELED
-    assert all(is_complete_sequence(pseudo / "train" / name) for name in names)
-    for name in unlabeled:   # every frame of an unlabeled recording was predicted (no GT row, t == 0)
-        labels = read_labels(SequencePaths(pseudo / "train" / name).labels)
-        assert len(labels.labels) > 0 and np.all(labels.labels["t"] == 0)
-
-    quality = tmp_path / "quality.json"
-    assert leod(["label-quality", "--pseudo-data", str(pseudo), "--data", str(root), "--split", str(split),
-                 "--out", str(quality), "--camera", "synth"]) == 0
-    assert json.loads(quality.read_text())["num_sequences"] <= NUM_LABELED    # unlabeled frames have no GT
-
-    selected = []
-
-    def spy(data_dir, split_):
-        out = select(data_dir, split_)
-        selected.extend(out)
-        return out
-
-    select = loaders.select_sequences
-    monkeypatch.setattr(loaders, "select_sequences", spy)
-    cfg = tmp_path / "train.yaml"
-    cfg.write_text("model:\n  size: tiny\n  overrides: {embed_dim: 16, dim_head: 16}\n"
-                   f"data: {{sequence_length: {SEQ_LEN}, batch_size: 2, sampling: mixed}}\n")
-    assert leod(["--no-progress", "train", "--config", str(cfg), "--steps", "2", "--accelerator", "cpu",
-                 "--pseudo-data", str(pseudo), "--out", str(tmp_path / "round1")]) == 0
-    assert sorted(s.path.name for s in selected) == names
-    assert (tmp_path / "round1/model.ckpt").is_file()
+def test_ssod_counts_the_labeled_recordings_only(dataset, tmp_path, caplog):
+    """10 % of the 4 labeled recordings is none (over all 12 names it would be one)."""
+    root, _ = dataset
+    assert leod(["split", "--data", str(root), "--setting", "ssod", "--ratio", "0.1", "--sequence-length", SEQ_LEN,
+                 "--out", str(tmp_path / "split.json")]) == 1
+    assert "too small for 4 sequences" in caplog.text
