@@ -16,6 +16,7 @@ RENAMED_SETTINGS: dict[tuple[str | None, str], str] = {
     (None, "confidence"): "confidence_threshold",
     (None, "score_threshold"): "confidence_threshold",
     ("label_quality", "min_track_len"): "refilter_min_track_len",
+    (None, "nms"): "nms_threshold",
 }
 
 

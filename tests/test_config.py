@@ -44,12 +44,13 @@ def test_an_old_or_unknown_setting_is_an_error_naming_it(overrides, message):
 
 
 def test_renamed_settings_are_found_anywhere_in_a_workflow_config():
-    config = {"evaluate": {"confidence": 0.1},
+    config = {"evaluate": {"confidence": 0.1, "nms": 0.5},
               "label_quality": {"min_track_len": 6},
               "variants": {"no-tracker": {"pseudo": {"tracker": {"min_track_len": 1}}}},
               "experiments": [{"train": {"data": {"downsample_by_2": True}}}]}
     assert renamed_setting_errors(config, "config") == [
         "config.evaluate.confidence: this setting was renamed to 'confidence_threshold'",
+        "config.evaluate.nms: this setting was renamed to 'nms_threshold'",
         "config.label_quality.min_track_len: this setting was renamed to 'refilter_min_track_len'",
         "config.experiments[0].train.data.downsample_by_2: this setting was renamed to 'downsampled_by_2'",
     ]

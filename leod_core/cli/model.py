@@ -68,7 +68,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from leod_core.models.inference import InferenceConfig
 
     cfg = InferenceConfig(batch_size=args.batch_size, sequence_length=args.sequence_length,
-                          confidence_threshold=args.confidence_threshold, nms_threshold=args.nms,
+                          confidence_threshold=args.confidence_threshold, nms_threshold=args.nms_threshold,
                           autocast_dtype=args.autocast, downsampled_by_2=args.downsampled_by_2,
                           start_from_zero=args.start_from_zero)
     result = evaluate_checkpoint(Path(args.checkpoint), Path(args.data), out=Path(args.out), camera=args.camera,
@@ -95,7 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
             raise ValueError(f"{target} exists; pass --overwrite to replace it")
     model, config = load_model_checkpoint(Path(args.checkpoint))
     cfg = InferenceConfig(batch_size=1, sequence_length=args.sequence_length or camera.sequence_length,
-                          confidence_threshold=args.confidence_threshold, nms_threshold=args.nms,
+                          confidence_threshold=args.confidence_threshold, nms_threshold=args.nms_threshold,
                           autocast_dtype=args.autocast, downsampled_by_2=camera.downsampled_by_2,
                           start_from_zero=True)
     result = predict_recording(model, config.input_hw, reprs, cfg, device=args.device, every_us=args.every_us,
@@ -196,7 +196,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="sequences streamed side by side")
     p.add_argument("--confidence-threshold", type=float, default=0.001,
                    help="postprocess score threshold (LEOD final: 0.001)")
-    p.add_argument("--nms", type=float, default=0.45, help="class-wise NMS IoU threshold")
+    p.add_argument("--nms-threshold", type=float, default=0.45, help="class-wise NMS IoU threshold")
     p.add_argument("--autocast", choices=("bfloat16", "float16"), help="autocast dtype (default fp32)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster-coco-eval"))
@@ -224,7 +224,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sequence-length", type=int, help="chunk length L (default: the camera's)")
     p.add_argument("--confidence-threshold", type=float, default=0.1,
                    help="postprocess score threshold (LEOD's vis_pred.py: 0.1; its evaluation: 0.001)")
-    p.add_argument("--nms", type=float, default=0.45, help="class-wise NMS IoU threshold")
+    p.add_argument("--nms-threshold", type=float, default=0.45, help="class-wise NMS IoU threshold")
     p.add_argument("--autocast", choices=("bfloat16", "float16"), help="autocast dtype (default fp32)")
     p.add_argument("--fps", type=float, default=20.0, help="video frames per second")
     p.add_argument("--scale", type=int, default=2, help="video: integer upscaling")

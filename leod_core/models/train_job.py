@@ -137,7 +137,7 @@ def build_validation(job: TrainJob, data_dir: Path, out_dir: Path, model_config:
         return None
     inference = v.inference_config(job.data.sequence_length, job.data.downsampled_by_2, job.trainer.precision)
     log.info("validating on %s/%s every %d steps and at the last step (camera %s, confidence %g, NMS %g); "
-             "model.ckpt gets the %s weights", data_dir, v.split, v.every_n_steps, v.camera, v.confidence_threshold, v.nms,
+             "model.ckpt gets the %s weights", data_dir, v.split, v.every_n_steps, v.camera, v.confidence_threshold, v.nms_threshold,
              v.weights)
     return Validation(v, Path(data_dir), inference, Path(out_dir) / TRAIN_STATE_DIR, job.optim.max_steps,
                       model_config)

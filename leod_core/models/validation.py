@@ -62,7 +62,7 @@ class ValidationConfig:
             ``leod evaluate --camera``); required when validating (the workflow sets the dataset's camera).
         split: split directory of the training data to validate on (LEOD: test, see the module docstring).
         confidence_threshold: postprocess score threshold (LEOD's validation: 0.1; its final evaluation uses 0.001).
-        nms: IoU threshold of the class-wise NMS (LEOD 0.45).
+        nms_threshold: IoU threshold of the class-wise NMS (LEOD 0.45).
         batch_size: sequences streamed side by side.
         sequence_length: chunk length L of the streaming (None: the training sequence length).
         save_top_k: best weights kept in ``train_state/`` (LEOD 2).
@@ -74,7 +74,7 @@ class ValidationConfig:
     camera: str | None = None
     split: str = "val"
     confidence_threshold: float = 0.1
-    nms: float = 0.45
+    nms_threshold: float = 0.45
     batch_size: int = 8
     sequence_length: int | None = None
     save_top_k: int = 2
@@ -101,7 +101,7 @@ class ValidationConfig:
         """Streaming settings: this config's, the training ``sequence_length`` unless set, the training data's
         resolution, and autocast as the training ``precision`` (:data:`PRECISION_AUTOCAST`)."""
         return InferenceConfig(batch_size=self.batch_size, sequence_length=self.sequence_length or sequence_length,
-                               confidence_threshold=self.confidence_threshold, nms_threshold=self.nms,
+                               confidence_threshold=self.confidence_threshold, nms_threshold=self.nms_threshold,
                                autocast_dtype=PRECISION_AUTOCAST.get(str(precision)),
                                downsampled_by_2=downsampled_by_2)
 

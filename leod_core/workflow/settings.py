@@ -65,7 +65,7 @@ _RECORDINGS_OPTIONS = {"path": "--source", "format": "--format", "holdout_val": 
 #: ``leod evaluate`` option for each key of an ``evaluate`` block.
 _EVALUATE_OPTIONS = {
     "batch_size": "--batch-size", "sequence_length": "--sequence-length", "confidence_threshold": "--confidence-threshold",
-    "nms": "--nms", "autocast": "--autocast", "backend": "--backend",
+    "nms_threshold": "--nms-threshold", "autocast": "--autocast", "backend": "--backend",
 }
 
 
