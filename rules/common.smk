@@ -21,6 +21,7 @@ from leod_core.workflow.paths import (
     QUALITY_FILE,
     RESULTS_DIR,
     ROUND_TEMPLATE,
+    SEQUENCE_INDEX_TEMPLATE,
     SHARD_LIST_FILE,
     SHARDS_DIR,
     benchmark_path,
@@ -53,6 +54,7 @@ ROUND_JOB = ROUND_TEMPLATE
 EXP = result_path(EXP_JOB)
 ROUND = result_path(ROUND_JOB)
 DATA_MARKER = DATA_MARKER_TEMPLATE
+SEQUENCE_INDEX = SEQUENCE_INDEX_TEMPLATE
 SHARD_LIST = f"{ROUND}/{SHARD_LIST_FILE}"
 SHARD_DIR = f"{ROUND}/{SHARDS_DIR}/{{shard}}"
 LEOD_ENV = "../envs/leod.yaml"
@@ -126,8 +128,8 @@ def refuse_a_concurrent_run():
         raise WorkflowError(message)
 
 
-def split_data_marker(wildcards):
-    """The split's input (every experiment starts here); first checks that no other run holds the directory, then
+def split_sequence_index(wildcards):
+    """The split's input, the dataset's sequence index (every experiment starts here); first checks that no other run holds the directory, then
     the target's dataset, ratio, split offset and variant so a malformed one fails clearly.
     """
     refuse_a_concurrent_run()
@@ -135,7 +137,7 @@ def split_data_marker(wildcards):
     check_ratio_wildcard(wildcards.ratio, wildcards.setting)
     check_offset_wildcard(wildcards.offset, wildcards.setting)
     variant_of(wildcards)
-    return DATA_MARKER.format(dataset=wildcards.dataset)
+    return SEQUENCE_INDEX.format(dataset=wildcards.dataset)
 
 
 def variant_of(wildcards):

@@ -136,9 +136,26 @@ rule link_preprocessed:
         " --out results/data/{wildcards.dataset} --marker preprocess_summary.json --hint={params.hint:q} > {log} 2>&1"
 
 
+rule sequence_index:
+    input:
+        DATA_MARKER,
+    output:
+        SEQUENCE_INDEX,
+    log:
+        log_path("data/{dataset}/sequence_index"),
+    benchmark:
+        benchmark_path("data/{dataset}/sequence_index")
+    localrule: True
+    conda:
+        LEOD_ENV
+    shell:
+        "python -m leod_core.workflow sequence-index --data results/data/{wildcards.dataset} --out {output}"
+        " > {log} 2>&1"
+
+
 rule split:
     input:
-        split_data_marker,
+        split_sequence_index,
     output:
         f"{EXP}/split.json",
     log:
@@ -151,6 +168,6 @@ rule split:
         sequence_length=split_sequence_length,
         offset=split_offset_of,
     shell:
-        "leod split --data results/data/{wildcards.dataset} --setting {wildcards.setting}"
+        "leod split --sequence-index {input} --setting {wildcards.setting}"
         " --ratio {wildcards.ratio} --offset {params.offset} --sequence-length {params.sequence_length}"
         " --out {output} > {log} 2>&1"

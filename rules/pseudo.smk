@@ -10,7 +10,7 @@ model, other thresholds) start the shard afresh instead."""
 
 checkpoint shard_list:
     input:
-        data=DATA_MARKER,
+        sequence_index=SEQUENCE_INDEX,
         split=split_file,
     output:
         SHARD_LIST,
@@ -27,7 +27,7 @@ checkpoint shard_list:
         args=shard_list_args,
     shell:
         "python -m leod_core.workflow shard-list --data results/data/{wildcards.dataset} --split {input.split}"
-        " {params.args} --out {output} > {log} 2>&1"
+        " --sequence-index {input.sequence_index} {params.args} --out {output} > {log} 2>&1"
 
 
 rule pseudo_label:

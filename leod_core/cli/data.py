@@ -39,10 +39,14 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from leod_core.data.splits import make_split, parse_ratio, write_split
+    from leod_core.data.sequence_index import build_sequence_index, read_sequence_index
+    from leod_core.data.splits import parse_ratio, split_from_index, write_split
 
-    split = make_split(Path(args.data) / "train", args.setting, parse_ratio(args.ratio), args.sequence_length,
-                       args.offset)
+    if args.sequence_index:
+        index = read_sequence_index(Path(args.sequence_index))
+    else:
+        index = build_sequence_index(Path(args.data) / "train")
+    split = split_from_index(index, args.setting, parse_ratio(args.ratio), args.sequence_length, args.offset)
     write_split(Path(args.out), split)
 
 
@@ -114,7 +118,10 @@ def add_preprocess(sub: argparse._SubParsersAction) -> None:
 
 def add_split(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("split", help="choose the labeled frames/sequences for a label ratio (WSOD/SSOD/full)")
-    p.add_argument("--data", required=True, help="preprocessed dataset directory (with train/)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="preprocessed dataset directory (with train/)")
+    source.add_argument("--sequence-index", help="the training sequences' index file instead (written once per "
+                                                 "dataset by `python -m leod_core.workflow sequence-index`)")
     p.add_argument("--setting", required=True, choices=("wsod", "ssod", "full"))
     p.add_argument("--ratio", required=True, help="label ratio in (0, 1], e.g. 0.01")
     p.add_argument("--sequence-length", type=int, required=True,

@@ -10,8 +10,8 @@
 * ``full``: every labeled frame of every sequence (ratio 1).
 
 Unlabeled recordings (preprocessing's unlabeled sequences: ``labels.npz`` holds label frames but no box, see
-:func:`unlabeled_sequences`) keep ``[]`` in every setting; their frames are pseudo-labelled. The ratio applies
-within the labeled recordings: SSOD sub-samples the ``N`` sorted names of the labeled sequences only (a dataset
+:attr:`~leod_core.data.sequence_index.SequenceIndex.unlabeled`) keep ``[]`` in every setting; their frames are
+pseudo-labelled. The ratio applies within the labeled recordings: SSOD sub-samples the ``N`` sorted names of the labeled sequences only (a dataset
 without unlabeled recordings is split exactly as LEOD does), and WSOD and ``full`` keep none of the unlabeled
 ones' frames. A sequence directory without ``labels.npz`` counts as labeled.
 
@@ -36,7 +36,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.formats import FormatError, PathLike, SequencePaths, read_labels, read_objframe_idx_2_repr_idx
+from leod_core.data.formats import FormatError, PathLike
+from leod_core.data.sequence_index import SequenceIndex, build_sequence_index
 
 log = logging.getLogger(__name__)
 
@@ -278,21 +279,6 @@ def _check_unlabeled(source: PathLike, names: Any, labeled_frames: dict[str, lis
     return tuple(names)
 
 
-def _sequence_dirs(train_dir: Path) -> list[Path]:
-    if not train_dir.is_dir():
-        raise ValueError(f"training split directory {train_dir} does not exist")
-    dirs = sorted(p for p in train_dir.iterdir() if p.is_dir())
-    if not dirs:
-        raise ValueError(f"training split directory {train_dir} has no sequence directories")
-    return dirs
-
-
-def unlabeled_sequences(dirs: Sequence[Path]) -> set[str]:
-    """Names of the sequence directories whose ``labels.npz`` holds no box (unlabeled recordings)."""
-    files = {d.name: SequencePaths(d).labels for d in dirs}
-    return {name for name, path in files.items() if path.is_file() and not len(read_labels(path).labels)}
-
-
 def _wsod_frames(repr_indices: dict[str, np.ndarray], ratio: float, sequence_length: int, offset: int,
                  unlabeled: set[str]) -> dict[str, list[int]]:
     frames = {}
@@ -312,7 +298,14 @@ def _wsod_frames(repr_indices: dict[str, np.ndarray], ratio: float, sequence_len
 
 def make_split(train_dir: PathLike, setting: str, ratio: float, sequence_length: int, offset: int = 0) -> LabelSplit:
     """Build split number ``offset`` (see :func:`num_offsets`) of ``setting`` of the preprocessed training
-    sequences under ``train_dir``."""
+    sequences under ``train_dir`` (read once; see :func:`split_from_index`)."""
+    return split_from_index(build_sequence_index(train_dir), setting, ratio, sequence_length, offset)
+
+
+def split_from_index(index: SequenceIndex, setting: str, ratio: float, sequence_length: int,
+                     offset: int = 0) -> LabelSplit:
+    """Build split number ``offset`` (see :func:`num_offsets`) of ``setting`` of the training sequences that
+    ``index`` lists (:mod:`leod_core.data.sequence_index`)."""
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}, expected one of {SETTINGS}")
     ratio = parse_ratio(ratio)
@@ -320,18 +313,17 @@ def make_split(train_dir: PathLike, setting: str, ratio: float, sequence_length:
         raise ValueError(f"setting 'full' keeps every label and needs ratio 1, got {ratio}")
     if sequence_length < 1:
         raise ValueError(f"sequence_length must be positive, got {sequence_length}")
-    dirs = _sequence_dirs(Path(train_dir))
-    unlabeled = unlabeled_sequences(dirs)
-    labeled = [d.name for d in dirs if d.name not in unlabeled]
+    unlabeled = index.unlabeled
+    labeled = [name for name in index.names if name not in unlabeled]
     check_split_offset(setting, ratio, len(labeled), offset)
-    repr_indices = {d.name: read_objframe_idx_2_repr_idx(SequencePaths(d).objframe_idx_2_repr_idx) for d in dirs}
+    repr_indices = index.repr_indices()
     if setting == "wsod":
         frames = _wsod_frames(repr_indices, ratio, sequence_length, offset, unlabeled)
     else:
         kept = set(ssod_kept_sequences(labeled, ratio, offset))
         frames = {name: list(range(len(idx))) if name in kept else [] for name, idx in repr_indices.items()}
     split = LabelSplit(setting, ratio, sequence_length, frames, offset, tuple(sorted(unlabeled)))
-    log.info("%s split of %s at ratio %g (L=%d): %s", setting, train_dir, ratio, sequence_length,
+    log.info("%s split of %s at ratio %g (L=%d): %s", setting, index.source, ratio, sequence_length,
              ", ".join(f"{key} {value}" for key, value in split.summary().items()))
     if unlabeled:
         log.info("%d unlabeled recordings keep no label (pseudo-labelled): %s", len(unlabeled),

@@ -21,12 +21,13 @@ import heapq
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from leod_core.data.atomic import write_text_atomic
-from leod_core.data.formats import FormatError, PathLike, SequencePaths, open_event_repr
+from leod_core.data.formats import FormatError, PathLike
+from leod_core.data.sequence_index import build_sequence_index, read_sequence_index
 from leod_core.data.splits import read_split
 
 __all__ = ["SHARD_LIST_VERSION", "ShardList", "assign_shards", "make_shard_list", "read_shard_list",
@@ -68,25 +69,19 @@ def assign_shards(sequence_lengths: Mapping[str, int], num_shards: int) -> list[
 def sequence_lengths(data_dir: PathLike, split: str = TRAIN, downsampled_by_2: bool = False) -> dict[str, int]:
     """Number of event representations of each sequence of ``{data_dir}/{split}`` (from the validated HDF5
     shape; hidden directories are skipped)."""
-    split_dir = Path(data_dir) / split
-    if not split_dir.is_dir():
-        raise ValueError(f"split directory {split_dir} does not exist")
-    out = {}
-    for seq_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        with open_event_repr(SequencePaths(seq_dir).ev_repr_file(downsampled_by_2)) as h5:
-            out[seq_dir.name] = int(h5["data"].shape[0])
-    if not out:
-        raise ValueError(f"split directory {split_dir} has no sequence directories")
-    return out
+    return build_sequence_index(Path(data_dir) / split).lengths(downsampled_by_2)
 
 
-def split_sequence_lengths(data_dir: Path, split_path: Path, downsampled_by_2: bool) -> dict[str, int]:
-    """Number of representations of every training sequence of the split (all must exist in ``data_dir``)."""
+def split_sequence_lengths(data_dir: Path, split_path: Path, downsampled_by_2: bool,
+                           sequence_index: Optional[Path] = None) -> dict[str, int]:
+    """Number of representations of every training sequence of the split (all must exist in ``data_dir``), read
+    from the ``sequence_index`` file when given (:mod:`leod_core.data.sequence_index`), else from the tree."""
     split = read_split(split_path)
-    lengths = sequence_lengths(data_dir, TRAIN, downsampled_by_2)
+    index = read_sequence_index(sequence_index) if sequence_index else build_sequence_index(Path(data_dir) / TRAIN)
+    lengths = index.lengths(downsampled_by_2)
     missing = sorted(set(split.labeled_frames) - set(lengths))
     if missing:
-        raise ValueError(f"{split_path}: sequences {missing[:5]} are not in {data_dir}/{TRAIN}")
+        raise ValueError(f"{split_path}: sequences {missing[:5]} are not in {index.source}")
     return {name: lengths[name] for name in split.labeled_frames}
 
 
@@ -131,9 +126,11 @@ def make_shard_list(lengths: Mapping[str, int], requested_shards: int) -> ShardL
 
 
 def write_shard_list(data_dir: Path, split_path: Path, requested_shards: int, downsampled_by_2: bool,
-                     out: Path) -> ShardList:
-    """Make the shard list of the split's training sequences and write it to ``out`` (atomically)."""
-    listing = make_shard_list(split_sequence_lengths(data_dir, split_path, downsampled_by_2), requested_shards)
+                     out: Path, sequence_index: Optional[Path] = None) -> ShardList:
+    """Make the shard list of the split's training sequences (lengths from the ``sequence_index`` file when
+    given) and write it to ``out`` (atomically)."""
+    lengths = split_sequence_lengths(data_dir, split_path, downsampled_by_2, sequence_index)
+    listing = make_shard_list(lengths, requested_shards)
     write_text_atomic(out, json.dumps(listing.to_dict(), indent=1) + "\n")
     return ShardList(listing.shards, listing.requested_shards, str(out))
 

@@ -36,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, help="label split JSON")
     p.add_argument("--num-shards", type=int, required=True, help="requested shards (capped at the sequences)")
     p.add_argument("--downsampled-by-2", action="store_true")
+    p.add_argument("--sequence-index", help="read the sequences' lengths from this index instead of --data's files")
     p.add_argument("--out", required=True, help="shard list JSON to write")
+
+    p = sub.add_parser("sequence-index", help="index a dataset's training sequences once (lengths, label frames), "
+                                              "for `leod split` and shard-list")
+    p.add_argument("--data", required=True, help="preprocessed dataset (its train/ is indexed)")
+    p.add_argument("--out", required=True, help="sequence index JSON to write")
 
     p = sub.add_parser("prepare-resume", help="keep a job's resumable state only if its inputs are unchanged")
     p.add_argument("--dir", required=True, help="the state directory (train_state/, a shard directory)")
@@ -91,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             previous = Path(args.previous_quality) if args.previous_quality else None
             jobs.write_gate(Path(args.quality), args.round, gate, Path(args.out), previous)
         elif args.command == "shard-list":
+            index = Path(args.sequence_index) if args.sequence_index else None
             jobs.write_shard_list(Path(args.data), Path(args.split), args.num_shards, args.downsampled_by_2,
-                                  Path(args.out))
+                                  Path(args.out), index)
+        elif args.command == "sequence-index":
+            jobs.write_sequence_index(Path(args.data), Path(args.out))
         elif args.command == "prepare-resume":
             inputs = {}
             for item in args.input:

@@ -12,10 +12,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
+from leod_core.data import sequence_index
 from leod_core.data.atomic import write_text_atomic
 from leod_core.pseudo import shard_list as pseudo_shard_list
 from leod_core.pseudo.shard_list import make_shard_list, read_shard_list, split_sequence_lengths
@@ -144,12 +145,23 @@ def shard_list(data_dir: Path, split_path: Path, num_shards: int, downsampled_by
     return make_shard_list(split_sequence_lengths(data_dir, split_path, downsampled_by_2), num_shards).to_dict()
 
 
-def write_shard_list(data_dir: Path, split_path: Path, num_shards: int, downsampled_by_2: bool, out: Path) -> dict:
+def write_shard_list(data_dir: Path, split_path: Path, num_shards: int, downsampled_by_2: bool, out: Path,
+                     sequence_index: Optional[Path] = None) -> dict:
     """Write the shard list: the one assignment of the split's training sequences to the pseudo-label jobs
-    (``leod pseudo-label --shard-list`` and ``leod merge-shards --shard-list`` read it)."""
-    listing = pseudo_shard_list.write_shard_list(data_dir, split_path, num_shards, downsampled_by_2, out)
+    (``leod pseudo-label --shard-list`` and ``leod merge-shards --shard-list`` read it); the lengths come from the
+    ``sequence_index`` file when given."""
+    listing = pseudo_shard_list.write_shard_list(data_dir, split_path, num_shards, downsampled_by_2, out,
+                                                 sequence_index)
     log.info("%d sequences in %d shards", listing.num_sequences, listing.num_shards)
     return listing.to_dict()
+
+
+def write_sequence_index(data_dir: Path, out: Path) -> None:
+    """Index ``data_dir/train`` once (:mod:`leod_core.data.sequence_index`): the split and shard-list jobs of every
+    experiment read this file instead of every sequence's files."""
+    index = sequence_index.write_sequence_index(data_dir / "train", out)
+    log.info("indexed %d training sequences of %s (%d unlabeled)", len(index.sequences), data_dir,
+             len(index.unlabeled))
 
 
 def read_shard_count(path: str | Path) -> int:

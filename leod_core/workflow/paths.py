@@ -59,6 +59,9 @@ BENCHMARKS_DIR = f"{LOGS_DIR}/benchmarks"
 DATA_DIR_TEMPLATE = f"{RESULTS_DIR}/data/{{dataset}}"
 DATA_MARKER_NAME = "preprocess_summary.json"
 DATA_MARKER_TEMPLATE = f"{DATA_DIR_TEMPLATE}/{DATA_MARKER_NAME}"
+#: The training sequences' index (:mod:`leod_core.data.sequence_index`), written once per dataset; the split and
+#: shard-list jobs read it instead of every sequence's files.
+SEQUENCE_INDEX_TEMPLATE = f"{DATA_DIR_TEMPLATE}/sequence_index.json"
 #: Paper tables (``{dataset}.md`` / ``.csv``, ``{dataset}_ablation.*``) and plots.
 TABLES_DIR = f"{RESULTS_DIR}/tables"
 PLOTS_DIR = f"{RESULTS_DIR}/plots"

@@ -7,16 +7,16 @@ preset) but tiny payloads: ``labels.npz`` holds one box per label frame, and the
 chunked dataset of the real shape ``[T, 20, H, W]`` with no chunk written (a few kB: only its shape is read).
 
 What the planning reads, and so what must be faithful (everything else is never opened by a dry run or by the
-cheap rules): ``leod split`` reads every train sequence's ``objframe_idx_2_repr_idx.npy`` and ``labels.npz``
-(the number of label frames, and whether a sequence has boxes); the ``shard_list`` checkpoint reads the split and
-every train sequence's HDF5 shape (``data.shape[0]``, the number of representations: the shards are balanced by
-it); ``link_preprocessed`` only checks that ``train/ val/ test/`` are non-empty. Val and test sequences are
+cheap rules): the ``sequence_index`` rule reads, once per dataset, every train sequence's
+``objframe_idx_2_repr_idx.npy`` and ``labels.npz`` (the number of label frames, and whether a sequence has boxes)
+and its HDF5 shape (``data.shape[0]``, the number of representations: the shards are balanced by it); ``leod
+split`` and the ``shard_list`` checkpoint read that index; ``link_preprocessed`` only checks that ``train/ val/ test/`` are non-empty. Val and test sequences are
 written the same way but only counted.
 
 :func:`write_mock_bin` writes ``leod`` and ``python`` wrappers for a no-op *execution* of the workflow: the GPU
 and data-heavy commands (train, pseudo-label, merge-shards, label-quality, evaluate, tables) write their declared
 outputs and nothing else; ``leod split`` and every ``python -m leod_core.workflow`` command (write-config,
-shard-list, gate, link-data) run for real, except ``prepare-resume`` (the resume stamp of a training or shard
+sequence-index, shard-list, gate, link-data) run for real, except ``prepare-resume`` (the resume stamp of a training or shard
 directory, which hashes the job's inputs: it only makes the directory).
 """
 from __future__ import annotations

@@ -106,6 +106,7 @@ def test_the_paper_plan_holds_one_pseudo_label_job_per_shard(tmp_path: Path):
     counts = job_counts(before.stdout)
     assert "pseudo_label" not in counts
     assert counts["split"] == expected["split"] and counts["shard_list"] == expected["gate"]
+    assert counts["sequence_index"] == len(shapes)    # read once per dataset, not per split or shard list
 
     targets = shard_list_targets(config)
     built = snakemake(workdir, *targets, *configs, dry_run=False)   # --configfile takes the words after it

@@ -32,8 +32,9 @@ def test_dry_run_of_the_default_plans_the_loop_up_to_the_first_gate(workdir):
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout) == {
-        "synth_raw": 1, "preprocess": 1, "split": 2, "job_config": 2, "train_round0": 2, "evaluate": 2,
-        "shard_list": 1, "merge_pseudo": 1, "label_quality": 1, "gate": 1, "tables": 1, "all": 1, "total": 16}
+        "synth_raw": 1, "preprocess": 1, "sequence_index": 1, "split": 2, "job_config": 2, "train_round0": 2,
+        "evaluate": 2, "shard_list": 1, "merge_pseudo": 1, "label_quality": 1, "gate": 1, "tables": 1, "all": 1,
+        "total": 17}
     assert "results/synth/full_1/round0/eval/test_metrics.json" in result.stdout   # the fully supervised baseline
     assert "checkpoint jobs" in result.stdout
 

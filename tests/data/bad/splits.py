@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from leod_core.data.formats import FormatError
+from leod_core.data.sequence_index import build_sequence_index
 from leod_core.data.loaders import select_sequences
 from leod_core.data.splits import LabelSplit, read_split, write_split
 
@@ -37,6 +38,26 @@ def split_of_dataset_without_train(work: Path, pristine: Pristine) -> Call:
     shutil.copytree(pristine.data, data)
     shutil.rmtree(data / "train")
     return split_call(work, data)
+
+
+def split_from_index(text: str) -> Callable[[Path, Pristine], Call]:
+    """``leod split --sequence-index`` of an index file holding ``text``."""
+    def build(work: Path, pristine: Pristine) -> Call:
+        index = work / "sequence_index.json"
+        index.write_text(text)
+        out = watched_dir(work / "experiment")
+        return leod_call(["split", "--sequence-index", str(index), "--setting", "wsod", "--ratio", SPLIT_RATIO,
+                          "--sequence-length", SPLIT_LENGTH, "--out", str(out / "split.json")], out)
+    return build
+
+
+def damaged_index(old: str, new: str) -> Callable[[Path, Pristine], Call]:
+    """The pristine dataset's index with the first ``old`` replaced by ``new``."""
+    def build(work: Path, pristine: Pristine) -> Call:
+        good = build_sequence_index(pristine.data / "train").to_json()
+        assert old in good, f"{old!r} is not in the index"
+        return split_from_index(good.replace(old, new, 1))(work, pristine)
+    return build
 
 
 def split_naming_unknown_sequence(work: Path, pristine: Pristine) -> Call:
@@ -74,7 +95,16 @@ SPLIT_CASES = [
     BadCase("split-cli-malformed-ratio", "splits", split_with_malformed_ratio, ValueError,
             r"ratio '0\.1x' is not a number"),
     BadCase("split-cli-no-train-dir", "splits", split_of_dataset_without_train, ValueError,
-            r"training split directory .*data/train does not exist"),
+            r"split directory .*data/train does not exist"),
+    # the sequence index: leod split --sequence-index (and the shard list) read it instead of the tree
+    BadCase("index-truncated-json", "splits", split_from_index('{"version": 1, "split": "tr'), FormatError,
+            r"sequence_index\.json: not a sequence index: not valid JSON"),
+    BadCase("index-unknown-version", "splits", damaged_index('"version":1', '"version":7'), FormatError,
+            r"sequence_index\.json: not a sequence index of version 1"),
+    BadCase("index-unsorted-frames", "splits",
+            damaged_index('"objframe_idx_2_repr_idx":[', '"objframe_idx_2_repr_idx":[99999,'), FormatError, r"sequence_index\.json: sequence 'synth_train_\d+': representation indices are not sorted"),
+    BadCase("index-missing-key", "splits", damaged_index('"has_boxes":true,', ''), FormatError,
+            r"sequence_index\.json: sequence 'synth_train_\d+': needs exactly the keys"),
     BadCase("split-unknown-sequence", "splits", split_naming_unknown_sequence, ValueError,
             r"label split and .*data/train disagree: sequences missing on disk \['synth_train_999'\]"),
 ]
