@@ -7,8 +7,11 @@ Each step is the full detector forward + backward + AdamW step (``DetectionModul
 The two run interleaved (``--repeats`` rounds of ``--steps`` steps each) in one process; medians reported.
 Loader overhead = loader time / in-memory time - 1 (target <= 10 %).
 
+``--loader-only``: the loader alone (no model), batches/s and ms per batch (the per-batch CPU cost that bounds
+what one worker can feed).
+
 Usage: python benchmarks/bench_train_loader.py [--workers 0 2] [--steps 6] [--batch 4] [--length 5]
-       [--sampling random] [--size tiny --embed-dim 16] [--device cuda]
+       [--sampling random] [--size tiny --embed-dim 16] [--device cuda] [--loader-only]
 Prints one Markdown row per worker count. ``--device cuda`` is supported but untested here.
 """
 from __future__ import annotations
@@ -63,9 +66,28 @@ def bench_workers(workers: int, data_root: Path, args, module, optimizer, device
                                       lambda: train_steps(module, optimizer, in_memory, args.steps, device)],
                                      args.repeats, device)
     t_loader, t_memory = medians
-    return (f"| train steps, {args.sampling} sampling, batch {args.batch} x L {args.length}, 240x304, {args.ev_dtype} events, "
-            f"{workers} workers | {provenance(device, 'bench_train_loader.py')} | {load_average()} | "
+    return (f"| train steps, {args.sampling} sampling, batch {args.batch} x L {args.length}, 240x304, "
+            f"{args.ev_dtype} events, {workers} workers | {provenance(device, 'bench_train_loader.py')} | {load_average()} | "
             f"{args.steps / t_loader:.3f} | {args.steps / t_memory:.3f} | {t_loader / t_memory - 1:+.1%} |")
+
+
+def bench_loader_only(workers: int, data_root: Path, args) -> str:
+    """Batches/s of the loader alone (no model): ``--steps`` batches per round, median of ``--repeats`` rounds
+    after one warm-up round (HDF5 handles opened, compiled kernels loaded); one Markdown row."""
+    loader = build_train_loader(data_root, None, args.sampling, args.batch, args.length, num_workers=workers,
+                                ev_dtype=EV_DTYPES[args.ev_dtype], persistent_workers=workers > 0)
+
+    def take() -> None:
+        taken = sum(1 for _ in itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), args.steps))
+        if taken < args.steps:
+            raise SystemExit(f"the loader yields only {taken} batches")
+
+    cpu = torch.device("cpu")
+    take()
+    (seconds,), _ = interleaved_medians([take], args.repeats, cpu)
+    return (f"| loader only, {args.sampling} sampling, batch {args.batch} x L {args.length}, 240x304, "
+            f"{args.ev_dtype} events, {workers} workers | {provenance(cpu, 'bench_train_loader.py')} | "
+            f"{load_average()} | {args.steps / seconds:.2f} | {seconds / args.steps * 1e3:.1f} |")
 
 
 def main() -> None:
@@ -82,9 +104,18 @@ def main() -> None:
     parser.add_argument("--embed-dim", type=int, default=16, help="override the RVT width (0: the size's own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ev-dtype", default="uint8", choices=sorted(EV_DTYPES),
-                        help="dtype of the loader's event tensors (uint8: what leod train uses; converted on the device)")
+                        help="dtype of the loader's event tensors (uint8: what leod train uses; converted on the "
+                             "device)")
+    parser.add_argument("--loader-only", action="store_true",
+                        help="time the loader alone (batches/s, ms per batch), without the model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.loader_only:
+        with tempfile.TemporaryDirectory(prefix="bench_train_loader_") as tmp:
+            write_synthetic_split(Path(tmp) / "train", args.sequences, SyntheticSequenceConfig(num_reprs=args.reprs))
+            rows = [bench_loader_only(w, Path(tmp), args) for w in args.workers]
+        print_markdown_table(["batches/s", "ms per batch"], rows)
+        return
     device = torch.device(args.device)
     frame_hw = FRAME_SHAPES["gen1"]
     module, optimizer = make_module(args.size, args.embed_dim or None, frame_hw,

@@ -7,7 +7,9 @@ preprocessed sequences of Gen1 shape (240x304, 20 channels) and/or the 1Mpx down
 
 Model only (the limit of the device): the same model, batch width and precision, on an in-memory input of the
 same shape: backbone step with recurrent state + FPN/head on every row, per streamed step; no reading, no
-post-processing, no tracking, no writing.
+post-processing, no tracking, no writing. It feeds unpadded frames, which the model zero-pads (a copy of the
+float input); end to end the engine writes that padding into its uint8 input instead, so that copy is not part
+of its step.
 
 The four measurements of a shape run interleaved (``--repeats`` rounds of e2e-4, model-4, e2e-1, model-1) in
 one process; medians are reported. The detector has random weights whose score logits are spread (as in the

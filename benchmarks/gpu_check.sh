@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-shot GPU check, run first whenever a CUDA GPU is available: every `gpu`-marked test, then the GPU rows
 # of the benchmarks (training step, TTA pseudo-labelling end to end vs. model only in fp32 and bf16, training
-# loader overhead), each under its own time limit so that the whole check stays under 8 minutes on one H100.
+# loader overhead, compiled inference: RVT-S bf16 with CUDA graphs against eager), each under its own time limit
+# so that the whole check stays under 8 minutes on one H100.
 # Writes a Markdown summary (status and seconds per step, then the rows each benchmark printed) and one log per
 # step.
 #
@@ -26,11 +27,12 @@ total_budget_s=480
 # name | time limit (s) | command
 steps=(
   "environment|30|nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv && python -c 'import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0))'"
-  "gpu tests|180|python -m pytest -m gpu -q -rA -p no:cacheprovider -o addopts= tests"
+  "gpu tests|120|python -m pytest -m gpu -q -rA -p no:cacheprovider -o addopts= tests"
   "train step|45|python benchmarks/bench_train_step.py --device cuda --sizes tiny small base --steps 5"
   "TTA fp32|70|python benchmarks/bench_tta_pipeline.py --device cuda --size small --embed-dim 0 --batch 8 --shapes gen1 1mpx-ds2 --reprs 40"
   "TTA bf16|70|python benchmarks/bench_tta_pipeline.py --device cuda --size small --embed-dim 0 --batch 8 --shapes gen1 1mpx-ds2 --reprs 40 --autocast bf16"
   "train loader|60|python benchmarks/bench_train_loader.py --device cuda --size small --embed-dim 0 --batch 8 --workers 0 2 4"
+  "compiled bf16|85|python benchmarks/bench_compile.py --device cuda --sizes small --batch 8 --autocast bf16 --mode reduce-overhead --steps 10 --warmup 2 --repeats 3"
 )
 
 if [[ $dry_run == 1 ]]; then

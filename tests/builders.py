@@ -101,3 +101,25 @@ def downsample_by_2_nearest(frames: np.ndarray) -> np.ndarray:
     [..., H // 2, W // 2]; with scale 0.5, torch's nearest-exact picks source index ``floor((i + 0.5) * 2) = 2 i + 1``."""
     out_h, out_w = frames.shape[-2] // 2, frames.shape[-1] // 2
     return np.ascontiguousarray(frames[..., 1:2 * out_h:2, 1:2 * out_w:2])
+
+
+class ModelPaddingItself:
+    """Reference wrapper of a detector for the streaming engine's input fast path: every attribute of the
+    model but ``pad_multiple``, so the engine hands over unpadded frames and the model zero-pads them itself (the
+    engine's path before it padded while assembling the uint8 input)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __getattr__(self, name: str):
+        if name == "pad_multiple":
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def eval(self):
+        self.model.eval()
+        return self

@@ -42,11 +42,12 @@ def cmd_split(args: argparse.Namespace) -> None:
     from leod_core.data.sequence_index import build_sequence_index, read_sequence_index
     from leod_core.data.splits import parse_ratio, split_from_index, write_split
 
+    ratio = parse_ratio(args.ratio)
     if args.sequence_index:
         index = read_sequence_index(Path(args.sequence_index))
     else:
         index = build_sequence_index(Path(args.data) / "train")
-    split = split_from_index(index, args.setting, parse_ratio(args.ratio), args.sequence_length, args.offset)
+    split = split_from_index(index, args.setting, ratio, args.sequence_length, args.offset)
     write_split(Path(args.out), split)
 
 

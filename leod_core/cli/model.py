@@ -70,7 +70,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     cfg = InferenceConfig(batch_size=args.batch_size, sequence_length=args.sequence_length,
                           confidence_threshold=args.confidence_threshold, nms_threshold=args.nms_threshold,
                           autocast_dtype=args.autocast, downsampled_by_2=args.downsampled_by_2,
-                          start_from_zero=args.start_from_zero)
+                          start_from_zero=args.start_from_zero, compile_model=args.compile_model)
     result = evaluate_checkpoint(Path(args.checkpoint), Path(args.data), out=Path(args.out), camera=args.camera,
                                  split=args.split, cfg=cfg, device=args.device, backend=args.backend,
                                  progress=not args.no_progress,
@@ -97,7 +97,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     cfg = InferenceConfig(batch_size=1, sequence_length=args.sequence_length or camera.sequence_length,
                           confidence_threshold=args.confidence_threshold, nms_threshold=args.nms_threshold,
                           autocast_dtype=args.autocast, downsampled_by_2=camera.downsampled_by_2,
-                          start_from_zero=True)
+                          start_from_zero=True, compile_model=args.compile_model)
     result = predict_recording(model, config.input_hw, reprs, cfg, device=args.device, every_us=args.every_us,
                                progress=not args.no_progress)
     write_npy(out, result.boxes)
@@ -198,6 +198,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="postprocess score threshold (LEOD final: 0.001)")
     p.add_argument("--nms-threshold", type=float, default=0.45, help="class-wise NMS IoU threshold")
     p.add_argument("--autocast", choices=("bfloat16", "float16"), help="autocast dtype (default fp32)")
+    p.add_argument("--compile-model", action="store_true",
+                   help="run the model through torch.compile (inductor), eager if compiling fails")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--backend", default="auto", choices=("auto", "pycocotools", "faster-coco-eval"))
     p.add_argument("--start-from-zero", action="store_true",
@@ -226,6 +228,8 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                    help="postprocess score threshold (LEOD's vis_pred.py: 0.1; its evaluation: 0.001)")
     p.add_argument("--nms-threshold", type=float, default=0.45, help="class-wise NMS IoU threshold")
     p.add_argument("--autocast", choices=("bfloat16", "float16"), help="autocast dtype (default fp32)")
+    p.add_argument("--compile-model", action="store_true",
+                   help="run the model through torch.compile (inductor), eager if compiling fails")
     p.add_argument("--fps", type=float, default=20.0, help="video frames per second")
     p.add_argument("--scale", type=int, default=2, help="video: integer upscaling")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")

@@ -26,7 +26,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
         raise ValueError(f"{args.config}: unknown section(s) {sorted(unknown)} (known: tta, tracker)")
     tta = replace_fields(TTAConfig.for_camera(args.camera), overrides.get("tta", {}),
                          f"{args.config}:tta")
-    flags = {"batch_size": args.batch_size, "sequence_length": args.sequence_length, "autocast_dtype": args.autocast}
+    flags = {"batch_size": args.batch_size, "sequence_length": args.sequence_length, "autocast_dtype": args.autocast,
+             "compile_model": args.compile_model}
     if args.no_tta:
         flags.update(hflip=False, tflip=False)
     tta = replace_fields(tta, {k: v for k, v in flags.items() if v is not None}, "leod pseudo-label")
@@ -77,6 +78,9 @@ def add_pseudo_label(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="sequences per batch (x4 views)")
     p.add_argument("--sequence-length", type=int, help="stream chunk length L (LEOD: the dataset's)")
     p.add_argument("--autocast", choices=("bfloat16", "float16"))
+    p.add_argument("--compile-model", action="store_true", default=None,
+                   help="run the model through torch.compile (inductor), eager if compiling fails (default: the "
+                        "config's tta.compile_model)")
     p.add_argument("--no-tta", action="store_true", help="identity view only (ablation)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_pseudo_label)

@@ -22,6 +22,9 @@ from torch import Tensor
 from leod_core.data.augment import AugmentState
 
 LabelSeq = list  # list[Tensor[N, 8] | None], one entry per time step
+#: Dtypes :func:`stack_columns` copies with numpy.
+_NUMPY_DTYPES = frozenset({torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                           torch.float16, torch.float32, torch.float64})
 
 
 @dataclass
@@ -111,6 +114,23 @@ class Batch:
         return self._map_tensors(lambda t: t.pin_memory())
 
 
+def stack_columns(tensors: list[Tensor]) -> Tensor:
+    """``torch.stack(tensors, dim=1)`` of ``B`` equal-shape tensors ``[L, ...]``: ``Tensor[L, B, ...]``.
+
+    CPU tensors of a numpy dtype are copied by numpy into one pre-allocated batch (a plain single-threaded copy:
+    no intra-op thread pool, which costs more than the copy itself when the cores are busy); others use torch.
+    """
+    first = tensors[0]
+    if first.device.type != "cpu" or first.dtype not in _NUMPY_DTYPES or any(
+            t.shape != first.shape or t.dtype != first.dtype or t.device != first.device for t in tensors):
+        return torch.stack(tensors, dim=1)
+    out = torch.empty((first.shape[0], len(tensors), *first.shape[1:]), dtype=first.dtype)
+    columns = out.numpy()
+    for b, tensor in enumerate(tensors):
+        columns[:, b] = tensor.detach().numpy()
+    return out
+
+
 def collate_samples(samples: list[Sample], worker_id: int, stream: bool) -> Batch:
     """Collate ``B`` samples of equal length into a time-major :class:`Batch`."""
     if not samples:
@@ -119,7 +139,7 @@ def collate_samples(samples: list[Sample], worker_id: int, stream: bool) -> Batc
     if any(s.length != length for s in samples):
         raise ValueError(f"samples have different lengths {[s.length for s in samples]}")
     return Batch(
-        ev_repr=torch.stack([s.ev_repr for s in samples], dim=1),
+        ev_repr=stack_columns([s.ev_repr for s in samples]),
         labels=[[s.labels[t] for s in samples] for t in range(length)],
         skipped_labels=[[s.skipped_labels[t] for s in samples] for t in range(length)],
         is_first_sample=torch.tensor([s.is_first_sample for s in samples], dtype=torch.bool),

@@ -205,39 +205,57 @@ class SequenceReader:
 
     def read_reprs(self, start: int, stop: int) -> Tensor:
         """uint8 ``Tensor[stop - start, C, H, W]`` of representations ``[start, stop)``."""
+        self._check_range(start, stop)
+        return torch.from_numpy(self._read_into(start, stop, self._empty_steps(stop - start)))
+
+    def _check_range(self, start: int, stop: int) -> None:
         if not 0 <= start < stop <= self.num_reprs:
             raise IndexError(f"{self.ev_repr_file}: representations [{start}, {stop}) outside [0, {self.num_reprs})")
+
+    def _empty_steps(self, count: int) -> np.ndarray:
+        """Uninitialised uint8 ``[count, C, H, W]`` at the read-frame resolution."""
+        return np.empty((count, self.channels, *self.frame_hw), dtype=np.uint8)
+
+    def _read_into(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Decompress representations ``[start, stop)`` (a valid range) straight into ``out`` (C-contiguous uint8
+        ``[stop - start, C, H, W]``, e.g. the leading steps of a sample) and return it."""
         try:
-            data = _HANDLES.get(self.ev_repr_file)["data"][start:stop]
+            _HANDLES.get(self.ev_repr_file)["data"].read_direct(out, np.s_[start:stop])
         except OSError as err:
             raise FormatError(self.ev_repr_file, f"cannot read frames {start}:{stop} ({err})") from err
-        return torch.from_numpy(data)
+        return out
+
+    def _read_steps(self, start: int, stop: int, length: int, time_flip: bool) -> np.ndarray:
+        """uint8 ``[length, C, H, W]``: representations ``[start, stop)`` in steps ``0 .. stop - start - 1``
+        (with ``time_flip``: in reverse order, channels reversed), zeros in the padding steps after them."""
+        self._check_range(start, stop)
+        count = stop - start
+        steps = self._empty_steps(length)
+        steps[count:] = 0
+        if time_flip:
+            steps[:count] = self._read_into(start, stop, self._empty_steps(count))[::-1, ::-1]
+        else:
+            self._read_into(start, stop, steps[:count])
+        return steps
 
     def build_sample(self, start: int, stop: int, length: int, time_flip: bool, tflip_offset: int,
                      is_first_sample: bool) -> Sample:
-        """The sample of representations ``[start, stop)`` padded to ``length`` (un-augmented, uint8)."""
-        labels, skipped = self.labels_in_range(start, stop, tflip_offset if time_flip else 0)
-        ev = self.read_reprs(start, stop)
-        idx = torch.arange(start, stop, dtype=torch.int64)
+        """The sample of representations ``[start, stop)`` padded to ``length`` (un-augmented, uint8).
+
+        Time-flipped (LEOD pads in front, then reverses), the reversed representations come first and the
+        padding still ends the sample.
+        """
         pad = length - (stop - start)
         if pad < 0:
             raise ValueError(f"[{start}, {stop}) is longer than {length}")
-        padded = torch.zeros(length, dtype=torch.bool)
-        if pad:
-            zeros = torch.zeros((pad, *ev.shape[1:]), dtype=ev.dtype)
-            minus = torch.full((pad,), -1, dtype=torch.int64)
-            if time_flip:  # pad in front, reversed below
-                ev, idx = torch.cat([zeros, ev]), torch.cat([minus, idx])
-                labels, skipped = [None] * pad + labels, [None] * pad + skipped
-                padded[:pad] = True
-            else:
-                ev, idx = torch.cat([ev, zeros]), torch.cat([idx, minus])
-                labels, skipped = labels + [None] * pad, skipped + [None] * pad
-                padded[length - pad:] = True
+        labels, skipped = self.labels_in_range(start, stop, tflip_offset if time_flip else 0)
+        ev = torch.from_numpy(self._read_steps(start, stop, length, time_flip))
+        idx = torch.arange(start, stop, dtype=torch.int64)
         if time_flip:
-            ev = ev.flip(0).flip(1)
-            idx, padded = idx.flip(0), padded.flip(0)
-            labels, skipped = labels[::-1], skipped[::-1]
+            idx, labels, skipped = idx.flip(0), labels[::-1], skipped[::-1]
+        idx = torch.cat([idx, torch.full((pad,), -1, dtype=torch.int64)])
+        labels, skipped = labels + [None] * pad, skipped + [None] * pad
+        padded = torch.arange(length) >= length - pad
         return Sample(ev_repr=ev, labels=labels, skipped_labels=skipped, is_first_sample=is_first_sample,
                       is_padded_mask=padded, is_reversed=time_flip, sequence=self.name, repr_idx=idx)
 

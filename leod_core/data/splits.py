@@ -11,9 +11,9 @@
 
 Unlabeled recordings (preprocessing's unlabeled sequences: ``labels.npz`` holds label frames but no box, see
 :attr:`~leod_core.data.sequence_index.SequenceIndex.unlabeled`) keep ``[]`` in every setting; their frames are
-pseudo-labelled. The ratio applies within the labeled recordings: SSOD sub-samples the ``N`` sorted names of the labeled sequences only (a dataset
-without unlabeled recordings is split exactly as LEOD does), and WSOD and ``full`` keep none of the unlabeled
-ones' frames. A sequence directory without ``labels.npz`` counts as labeled.
+pseudo-labelled. The ratio applies within the labeled recordings: SSOD sub-samples the ``N`` sorted names of the
+labeled sequences only (a dataset without unlabeled recordings is split exactly as LEOD does), and WSOD and
+``full`` keep none of the unlabeled ones' frames. A sequence directory without ``labels.npz`` counts as labeled.
 
 The ``offset`` selects one of several label splits of the same ratio (LEOD: "All results in the paper are
 averaged over three different splits (we offset the index when sub-sampling the data)"; only offset 0 was

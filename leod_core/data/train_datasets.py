@@ -66,7 +66,7 @@ def _finish(sample: Sample, aug: SamplerAugmentConfig | None, state: AugmentStat
             gen: torch.Generator, ev_dtype: torch.dtype) -> Sample:
     if aug is not None and state is not None:
         ev, labels, skipped, state = apply_augmentation(sample.ev_repr, sample.labels, sample.skipped_labels,
-                                                        state, aug, gen)
+                                                        state, aug, gen, dtype=ev_dtype)
         sample.ev_repr, sample.labels, sample.skipped_labels, sample.augmentation = ev, labels, skipped, state
     sample.ev_repr = sample.ev_repr.to(ev_dtype)
     return sample

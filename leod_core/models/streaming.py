@@ -11,16 +11,19 @@ views). What RVT / LEOD do and this engine reproduces:
   last representation back to ``start`` with every representation's channels reversed; its step on
   representation ``j`` predicts frame ``j + tflip_offset``. A mirrored view (``hflip``) is the mirrored copy
   (``x.flip(-1)``, before the model's bottom/right zero padding) of every row, forming another block of the
-  batch. So with all four views, ``B`` sequences are a ``4B``-row batch: rows ``[0, 2B)`` are the forward and
-  time-flipped streams (adjacent slots), rows ``[2B, 4B)`` their mirrored copies.
+  batch. Rows, mirrored copies and that zero padding (when the model has a ``pad_multiple``) are written into
+  one reused uint8 buffer, converted to the model's dtype once per step. So with all four views, ``B`` sequences
+  are a ``4B``-row batch: rows ``[0, 2B)`` are the forward and time-flipped streams (adjacent slots), rows
+  ``[2B, 4B)`` their mirrored copies.
 * Streams are queued long -> short (stable) and run in ``batch_size x directions`` slots. Work is planned in
   chunks of ``chunk_steps`` steps: each slot in turn fills the chunk, taking the next queued stream as soon as
   its own ends (its recurrent state is zeroed at that step, RVT's ``is_first_sample`` reset). A slot without a
   stream runs on zeros and its outputs are dropped; once the queue is empty, slots left without a stream at a
   chunk start are removed from the batch. Slots never interact (eval-mode BatchNorm, per-sample attention).
 * The backbone runs step by step; the FPN + YOLOX head run once per chunk on the features of the rows whose
-  predictions are wanted (RVT's ``BackboneFeatureSelector``); a caller's ``decode`` turns the head output into
-  per-row results (postprocess, filters).
+  predictions are wanted (RVT's ``BackboneFeatureSelector``), in batch order (every row of a one-step chunk: the
+  backbone's tensors themselves); a caller's ``decode`` turns the head output into per-row results
+  (postprocess, filters).
 
 Boxes are in pixels of the frame the model reads (the half-size ``_ds2_nearest`` frame for Gen4 with
 ``downsampled_by_2``); the zero padding is at the bottom/right, so padded-input pixels are read-frame pixels.
@@ -43,6 +46,7 @@ from tqdm import tqdm
 from leod_core.data.cameras import DEFAULT_CAMERA, get_camera
 from leod_core.data.formats import FormatError
 from leod_core.data.sequence import SequenceReader
+from leod_core.models.compiled import CPU_INFERENCE_OPTIONS, model_step
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,9 @@ class StreamConfig:
         prefetch_reads: read the next ``sequence_length`` representations of every stream in a background thread
             while the model runs (same data, same order; each open stream then holds two chunks, e.g. 2 x 31 MB
             for Gen1 with ``L = 21``).
+        compile_model: run the backbone step and the head through ``torch.compile`` (inductor; compiled once per
+            model, the batch dimension dynamic, on the CPU with the weights frozen into the graph:
+            :mod:`leod_core.models.compiled`), falling back to eager with a WARNING if compiling fails.
     """
 
     batch_size: int = 8
@@ -87,6 +94,7 @@ class StreamConfig:
     downsampled_by_2: bool = _DEFAULT.downsampled_by_2
     start_from_zero: bool = False
     prefetch_reads: bool = True
+    compile_model: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.sequence_length < 1:
@@ -212,6 +220,14 @@ class _Stream:
         self._chunks.close()
 
 
+def _concat_features(feats: List[Dict[int, Tensor]]) -> Dict[int, Tensor]:
+    """The selected features of a chunk's steps ``[{k: Tensor[n_t, C_k, h_k, w_k]}]`` stacked along the batch
+    (one step: its tensors, without a copy)."""
+    if len(feats) == 1:
+        return feats[0]
+    return {k: torch.cat([f[k] for f in feats]) for k in feats[0]}
+
+
 #: Per slot: (first chunk step, stream, its steps) segments.
 _Plan = List[List[Tuple[int, _Stream, List[_Step]]]]
 
@@ -247,7 +263,10 @@ class StreamingEngine:
         self.in_dtype = param.dtype if param is not None else torch.float32
         self.amp = cfg.torch_autocast_dtype
         self.feature_stages = getattr(getattr(model, "fpn", None), "in_stages", None)
+        self.pad_multiple: Optional[int] = getattr(model, "pad_multiple", None)
         self._announced = False
+        options = CPU_INFERENCE_OPTIONS if device.type == "cpu" else None   # inference only: weights are constants
+        self.step = model_step(model, cfg.compile_model, options=options)
 
     def run(self, jobs: Sequence[StreamJob], bar: Optional[tqdm] = None) -> Iterator[StreamJob]:
         """Stream every job; yield each one when all its streams have ended and their results are stored.
@@ -262,9 +281,12 @@ class StreamingEngine:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-read") \
             if self.cfg.prefetch_reads else None
         if not self._announced:
-            log.info("streaming inference: views %s, %s, model batch up to %d, head every %d steps, reads %s",
-                     [v.name for v in self.views], self.cfg.precision, self.cfg.batch_size * len(self.views),
-                     self.chunk_steps, "prefetched in a background thread" if executor is not None else "inline")
+            log.info("streaming inference: views %s, %s, model batch up to %d, head every %d steps, reads %s, "
+                     "input %s", [v.name for v in self.views], self.cfg.precision,
+                     self.cfg.batch_size * len(self.views), self.chunk_steps,
+                     "prefetched in a background thread" if executor is not None else "inline",
+                     f"zero-padded to multiples of {self.pad_multiple} while assembled (uint8)"
+                     if self.pad_multiple else "padded by the model")
             self._announced = True
         queue: deque[_Stream] = deque()
         for job in sorted(jobs, key=lambda j: j.length, reverse=True):  # stable: caller's order on ties
@@ -278,6 +300,7 @@ class StreamingEngine:
                 st.close()
             if executor is not None:
                 executor.shutdown(wait=True)
+            self.step.log_summary()
 
     def _plan(self, queue: deque, slots: List[Optional[_Stream]]) -> _Plan:
         """Fill the next chunk of every slot in turn, taking queued streams as slots' streams end."""
@@ -296,12 +319,39 @@ class StreamingEngine:
                 step += len(steps)
         return plan
 
+    def _input_buffer(self, num_slots: int, reader: SequenceReader) -> np.ndarray:
+        """Zeroed uint8 ``[mirrors, num_slots, C, H_in, W_in]``: the input of one step, rows of mirrored views in
+        the second block, reused across steps. ``H_in, W_in`` is the read frame rounded up to the model's
+        :attr:`pad_multiple` (its bottom/right zero padding, which then stays zero here) or the frame itself."""
+        multiple = self.pad_multiple or 1
+        in_hw = tuple(-(-n // multiple) * multiple for n in reader.frame_hw)
+        return np.zeros((len(self.mirrors), num_slots, reader.channels, *in_hw), dtype=np.uint8)
+
+    def _put(self, buf: np.ndarray, slot: int, x: Optional[np.ndarray]) -> None:
+        """Write representation ``x`` (uint8 ``[C, H, W]``; None: zeros) as ``slot``'s rows of ``buf`` (see
+        :meth:`_input_buffer`), mirrored along the width (before the padding) in the mirrored views' block."""
+        height, width = buf.shape[-2:] if x is None else x.shape[-2:]
+        for m, mirrored in enumerate(self.mirrors):
+            region = buf[m, slot, :, :height, :width]
+            if x is None:
+                region[...] = 0
+            else:
+                region[...] = x[..., ::-1] if mirrored else x
+
+    def _select(self, features: Dict[int, Tensor], rows: List[int]) -> Dict[int, Tensor]:
+        """The FPN's input stages of one step's backbone features ``{k: Tensor[B, C_k, h_k, w_k]}``, batch rows
+        ``rows`` (every row in order: the step's tensors themselves, without a copy)."""
+        stages = self.feature_stages if self.feature_stages is not None else features.keys()
+        if rows == list(range(next(iter(features.values())).shape[0])):
+            return {k: features[k] for k in stages}
+        sel = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        return {k: features[k].index_select(0, sel) for k in stages}
+
     def _loop(self, queue: deque, slots: List[Optional[_Stream]], bar: Optional[tqdm]) -> Iterator[StreamJob]:
         model, device = self.model, self.device
         reader = queue[0].job.reader
-        frame_shape = (reader.channels, *reader.frame_hw)
         states = None
-        buf = np.zeros((len(slots), *frame_shape), dtype=np.uint8)  # the uint8 input of one step, reused
+        buf = self._input_buffer(len(slots), reader)
         while True:
             plan = self._plan(queue, slots)
             active = [b for b in range(len(slots)) if plan[b]]
@@ -315,7 +365,8 @@ class StreamingEngine:
                 plan = [plan[b] for b in active]
                 slots[:] = [slots[b] for b in active]
             num_slots = len(slots)
-            buf = buf[:num_slots]
+            if buf.shape[1] != num_slots:
+                buf = self._input_buffer(num_slots, reader)
             feats: List[Dict[int, Tensor]] = []
             owners: List[Owner] = []
             for t in range(max(step + len(steps) for segs in plan for step, _, steps in segs)):
@@ -325,35 +376,30 @@ class StreamingEngine:
                     cell = next(((st, steps[t - step]) for step, st, steps in segs
                                  if step <= t < step + len(steps)), None)
                     if cell is None:
-                        buf[b] = 0
+                        self._put(buf, b, None)
                         continue
                     st, (j, x, first) = cell
-                    buf[b], reset[b] = x, first
+                    self._put(buf, b, x)
+                    reset[b] = first
                     cells.append((b, st, j))
-                x = torch.from_numpy(buf).to(device=device, dtype=self.in_dtype)  # buf is reused: blocking copy
-                parts = [x.flip(-1) if m else x for m in self.mirrors]  # mirrored before the model's padding
-                x = parts[0] if len(parts) == 1 else torch.cat(parts)
+                x = torch.from_numpy(buf.reshape(-1, *buf.shape[2:])).to(device=device, dtype=self.in_dtype)
                 if states is not None and bool(reset.any()):
                     mask = np.concatenate([reset] * len(self.mirrors))
                     states = model.reset_states(states, torch.from_numpy(mask).to(device))
                 with autocast_context(device, self.amp):
-                    features, states = model.forward_backbone(x, states)
-                idx: List[int] = []
-                for b, st, j in cells:
-                    frame = j + self.tflip_offset if st.reverse else j
-                    if st.job.predicts(frame):
-                        for m, mirrored in enumerate(self.mirrors):
-                            idx.append(m * num_slots + b)
-                            owners.append((st.job, _VIEW_BY_FLAGS[(st.reverse, mirrored)], frame))
+                    features, states = self.step.backbone(x, states)
+                picked = [(b, st, j + self.tflip_offset if st.reverse else j) for b, st, j in cells]
+                picked = [(b, st, frame) for b, st, frame in picked if st.job.predicts(frame)]
+                idx = [m * num_slots + b for m in range(len(self.mirrors)) for b, _, _ in picked]
+                owners.extend((st.job, _VIEW_BY_FLAGS[(st.reverse, mirrored)], frame)
+                              for mirrored in self.mirrors for _, st, frame in picked)
                 if idx:
-                    sel = torch.as_tensor(idx, dtype=torch.long, device=device)
-                    stages = self.feature_stages if self.feature_stages is not None else features.keys()
-                    feats.append({k: features[k].index_select(0, sel) for k in stages})
+                    feats.append(self._select(features, idx))
                 if bar is not None:
                     bar.update(len(cells))
             if owners:
                 with autocast_context(device, self.amp):
-                    head = model.forward_detect({k: torch.cat([f[k] for f in feats]) for k in feats[0]})
+                    head = self.step.detect(_concat_features(feats))
                 for (job, view, frame), result in zip(owners, self.decode(head, owners)):
                     job.add(view.name, frame, result)
             for segs in plan:

@@ -67,6 +67,8 @@ _EVALUATE_OPTIONS = {
     "batch_size": "--batch-size", "sequence_length": "--sequence-length", "confidence_threshold": "--confidence-threshold",
     "nms_threshold": "--nms-threshold", "autocast": "--autocast", "backend": "--backend",
 }
+#: ``leod evaluate`` switch for each boolean key of an ``evaluate`` block (passed when the key is true).
+_EVALUATE_SWITCHES = {"compile_model": "--compile-model"}
 
 
 # ---------------------------------------------------------------------------------------------- basics
@@ -359,7 +361,9 @@ def evaluate_cli_args(settings: dict[str, Any], device: str) -> str:
     args = [f"--camera {settings['camera']}"]
     if downsampled_by_2(settings["camera"]):
         args.append("--downsampled-by-2")
-    args += [f"{_EVALUATE_OPTIONS[key]} {value}" for key, value in sorted(block.items())]
+    args += [f"{_EVALUATE_OPTIONS[key]} {value}" for key, value in sorted(block.items())
+             if key not in _EVALUATE_SWITCHES]
+    args += [flag for key, flag in sorted(_EVALUATE_SWITCHES.items()) if block.get(key)]
     args.append(f"--device {device}")
     return " ".join(args)
 

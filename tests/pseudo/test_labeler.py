@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from builders import spread_logit_model, write_sequence
+from builders import ModelPaddingItself, spread_logit_model, write_sequence
 from leod_core.data.formats import PSEUDO_BBOX_DTYPE, SequenceLabels, SequencePaths, read_labels
 from leod_core.data.splits import LabelSplit
 from leod_core.pseudo.labeler import (LabelerConfig, concat_rows, pseudo_label_sequences, same_rows,
@@ -201,3 +202,44 @@ def test_background_writer_error_reaches_the_caller(model, data_dir):
                                writer=failing_writer, progress=False, labeler_cfg=LabelerConfig())
     with pytest.raises(ValueError, match="max_pending_sequences"):
         LabelerConfig(max_pending_sequences=0)
+
+
+#: A frame size that the model zero-pads (to 64 x 96), so that the engine's padded uint8 input is exercised.
+UNPADDED_HW = (60, 90)
+
+
+def test_engine_padding_the_input_gives_the_labels_of_the_model_padding_it(tmp_path):
+    """The engine's fast path (bottom/right zero padding and the mirrored rows written into its uint8 input,
+    feature rows handed to the head without a copy) against the model padding unpadded frames itself."""
+    root = tmp_path / "train"
+    for i, (name, (n, labeled)) in enumerate(SEQS.items()):
+        write_sequence(root / name, n, labeled, seed=30 + i, hw=UNPADDED_HW)
+    model = spread_logit_model(seed=1, hw=UNPADDED_HW, spread_boxes=True)
+    tta = TTAConfig(sequence_length=4, batch_size=2, min_box_side=1.0)
+    fast, reference = CaptureWriter(), CaptureWriter()
+    for m, writer in ((model, fast), (ModelPaddingItself(model), reference)):
+        pseudo_label_sequences(m, root, SPLIT, None, None, tta, TrackerConfig(), "cpu", writer, progress=False)
+    assert list(fast.written) == list(reference.written)
+    boxes = 0
+    for name, (_, labels, o2r) in fast.written.items():
+        _, labels_ref, o2r_ref = reference.written[name]
+        assert o2r.tobytes() == o2r_ref.tobytes() and labels.labels.tobytes() == labels_ref.labels.tobytes()
+        boxes += len(labels.labels)
+    assert boxes > 0
+
+
+def test_detector_rows_are_independent_of_their_batch_position():
+    """The engine hands the head the feature rows in backbone order (mirrored views' rows after the others);
+    it relies on a row's backbone and head outputs not depending on its position in the batch (bitwise)."""
+    model = spread_logit_model(seed=1)
+    x = torch.randint(0, 11, (6, 20, 64, 96), generator=torch.Generator().manual_seed(0)).float()
+    perm = torch.tensor([0, 3, 1, 4, 2, 5])
+    with torch.inference_mode():
+        states = states_perm = None
+        for _ in range(2):
+            feats, states = model.forward_backbone(x, states)
+            feats_perm, states_perm = model.forward_backbone(x[perm], states_perm)
+        assert all(torch.equal(feats[k][perm], feats_perm[k]) for k in feats)
+        head = model.forward_detect(feats).preds
+        head_perm = model.forward_detect({k: v[perm] for k, v in feats.items()}).preds
+    assert torch.equal(head[perm], head_perm)
