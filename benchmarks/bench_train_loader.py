@@ -2,7 +2,8 @@
 
 Loader: ``build_train_loader`` (random-access or mixed sampling, LEOD's augmentation, ``--workers`` DataLoader
 workers) over synthetic preprocessed sequences of Gen1 shape (240x304) written with the project's writers.
-In memory: the same batches, collected beforehand and already on the device.
+In memory: the same batches (the loader is reseeded before every timed pass), collected beforehand and already on
+the device.
 Each step is the full detector forward + backward + AdamW step (``DetectionModule.training_step``).
 The two run interleaved (``--repeats`` rounds of ``--steps`` steps each) in one process; medians reported.
 Loader overhead = loader time / in-memory time - 1 (target <= 10 %).
@@ -26,13 +27,15 @@ import torch
 
 from bench_common import (FRAME_SHAPES, SyntheticSequenceConfig, interleaved_medians, load_average,
                           print_markdown_table, provenance, write_synthetic_split)
-from leod_core.data.loaders import build_train_loader
+from leod_core.data.loaders import MixedLoader, build_train_loader
 from leod_core.models.detector import RVTConfig
 from leod_core.models.lightning_module import DetectionModule, OptimConfig
 from leod_core.models.loss import LossConfig
 
 
 EV_DTYPES = {"uint8": torch.uint8, "float32": torch.float32}
+#: The loader's seed, restored before every timed pass.
+SEED = 0
 
 
 def make_module(size: str, embed_dim: int | None, frame_hw: tuple[int, int], steps: int, device: torch.device):
@@ -53,28 +56,41 @@ def train_steps(module, optimizer, batches, steps: int, device: torch.device) ->
             optimizer.step()
 
 
+def reseed(loader) -> None:
+    """Restart the loader's random draws (shuffling, windows, augmentation) from :data:`SEED`: its next pass
+    yields the same batches again."""
+    for part in (loader.stream_loader, loader.random_loader) if isinstance(loader, MixedLoader) else (loader,):
+        part.generator.manual_seed(SEED)
+
+
 def bench_workers(workers: int, data_root: Path, args, module, optimizer, device: torch.device) -> str:
     """Loader vs in-memory steps for one worker count; one Markdown row."""
     loader = build_train_loader(data_root, None, args.sampling, args.batch, args.length, num_workers=workers,
-                                ev_dtype=EV_DTYPES[args.ev_dtype], persistent_workers=workers > 0,
+                                seed=SEED, ev_dtype=EV_DTYPES[args.ev_dtype], persistent_workers=workers > 0,
                                 pin_memory=device.type == "cuda")
+    reseed(loader)
     in_memory = [b.to(device) for b in itertools.islice(loader, args.steps)]
     if len(in_memory) < args.steps:
         raise SystemExit(f"the loader yields only {len(in_memory)} batches; write more sequences (--sequences)")
     train_steps(module, optimizer, in_memory, 1, device)  # warm-up
-    medians, _ = interleaved_medians([lambda: train_steps(module, optimizer, loader, args.steps, device),
-                                      lambda: train_steps(module, optimizer, in_memory, args.steps, device)],
-                                     args.repeats, device)
+
+    def from_loader() -> None:
+        reseed(loader)  # the same batches as in memory: the model's cost depends on the boxes a batch holds
+        train_steps(module, optimizer, loader, args.steps, device)
+
+    medians, _ = interleaved_medians([from_loader, lambda: train_steps(module, optimizer, in_memory, args.steps,
+                                                                       device)], args.repeats, device)
     t_loader, t_memory = medians
     return (f"| train steps, {args.sampling} sampling, batch {args.batch} x L {args.length}, 240x304, "
-            f"{args.ev_dtype} events, {workers} workers | {provenance(device, 'bench_train_loader.py')} | {load_average()} | "
-            f"{args.steps / t_loader:.3f} | {args.steps / t_memory:.3f} | {t_loader / t_memory - 1:+.1%} |")
+            f"{args.ev_dtype} events, {workers} workers | {provenance(device, 'bench_train_loader.py')} | "
+            f"{load_average()} | {args.steps / t_loader:.3f} | {args.steps / t_memory:.3f} | {t_loader / t_memory - 1:+.1%} |")
 
 
 def bench_loader_only(workers: int, data_root: Path, args) -> str:
     """Batches/s of the loader alone (no model): ``--steps`` batches per round, median of ``--repeats`` rounds
     after one warm-up round (HDF5 handles opened, compiled kernels loaded); one Markdown row."""
-    loader = build_train_loader(data_root, None, args.sampling, args.batch, args.length, num_workers=workers,
+    loader = build_train_loader(data_root, None, args.sampling, args.batch, args.length, seed=SEED,
+                                num_workers=workers,
                                 ev_dtype=EV_DTYPES[args.ev_dtype], persistent_workers=workers > 0)
 
     def take() -> None:

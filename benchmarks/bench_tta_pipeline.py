@@ -7,9 +7,8 @@ preprocessed sequences of Gen1 shape (240x304, 20 channels) and/or the 1Mpx down
 
 Model only (the limit of the device): the same model, batch width and precision, on an in-memory input of the
 same shape: backbone step with recurrent state + FPN/head on every row, per streamed step; no reading, no
-post-processing, no tracking, no writing. It feeds unpadded frames, which the model zero-pads (a copy of the
-float input); end to end the engine writes that padding into its uint8 input instead, so that copy is not part
-of its step.
+post-processing, no tracking, no writing. It feeds frames already zero-padded to the model's multiple, as the
+engine writes them (its uint8 input holds the padding), so neither side pays the model's own pad copy.
 
 The four measurements of a shape run interleaved (``--repeats`` rounds of e2e-4, model-4, e2e-1, model-1) in
 one process; medians are reported. The detector has random weights whose score logits are spread (as in the
@@ -67,9 +66,11 @@ def benchmark_model(size: str, embed_dim: int | None, frame_hw: tuple[int, int],
 @torch.inference_mode()
 def model_only(model, width: int, steps: int, frame_hw: tuple[int, int], device: torch.device,
                amp: torch.dtype | None) -> None:
-    """``steps`` recurrent steps of a ``width``-wide batch: backbone + FPN/head on every row (no data, no I/O)."""
+    """``steps`` recurrent steps of a ``width``-wide batch: backbone + FPN/head on every row (no data, no I/O), on
+    frames zero-padded to the model's multiple beforehand (as the engine's input is)."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 11, (width, 20, *frame_hw), generator=gen).to(device=device, dtype=torch.float32)
+    x = model.pad_to_multiple(x)
     states = None
     for _ in range(steps):
         with autocast_context(device, amp):
