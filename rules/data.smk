@@ -145,7 +145,6 @@ rule sequence_index:
         log_path("data/{dataset}/sequence_index"),
     benchmark:
         benchmark_path("data/{dataset}/sequence_index")
-    localrule: True
     conda:
         LEOD_ENV
     shell:

@@ -52,8 +52,8 @@ TEST_NODE_SETTINGS = {"slurm-init-seconds-before-status-checks": 2,    # default
 GPU_RULES = {"train_round0", "train_self", "pseudo_label", "evaluate"}
 # Non-local rules of the shrunk default (WSOD round 0, two pseudo-label shards, round 1; the full baseline's round 0)
 # and their job counts.
-REMOTE_JOBS = {"synth_raw": 1, "preprocess": 1, "split": 2, "train_round0": 2, "evaluate": 3, "pseudo_label": 2,
-               "merge_pseudo": 1, "label_quality": 1, "train_self": 1}
+REMOTE_JOBS = {"synth_raw": 1, "preprocess": 1, "sequence_index": 1, "split": 2, "train_round0": 2, "evaluate": 3,
+               "pseudo_label": 2, "merge_pseudo": 1, "label_quality": 1, "train_self": 1}
 #: Log lines of a running job: leod started (it logs the job's SLURM_JOB_ID first), and training began.
 JOB_STARTED = "device environment:"
 TRAINING_STARTED = "leod_core.models.train: training "
