@@ -12,7 +12,9 @@ views). What RVT / LEOD do and this engine reproduces:
   representation ``j`` predicts frame ``j + tflip_offset``. A mirrored view (``hflip``) is the mirrored copy
   (``x.flip(-1)``, before the model's bottom/right zero padding) of every row, forming another block of the
   batch. Rows, mirrored copies and that zero padding (when the model has a ``pad_multiple``) are written into
-  one reused uint8 buffer, converted to the model's dtype once per step. So with all four views, ``B`` sequences
+  one reused host buffer: on the CPU in the model's dtype (the copy converts, the model reads the buffer itself),
+  for an accelerator in uint8 (a quarter of the bytes to transfer, converted on the device once per step).
+  So with all four views, ``B`` sequences
   are a ``4B``-row batch: rows ``[0, 2B)`` are the forward and time-flipped streams (adjacent slots), rows
   ``[2B, 4B)`` their mirrored copies.
 * Streams are queued long -> short (stable) and run in ``batch_size x directions`` slots. Work is planned in
@@ -177,6 +179,12 @@ class StreamJob:
         per_view[frame] = result
 
 
+def _host_dtype(device: torch.device, in_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the engine assembles a step's input in: the model's own on the CPU, where the buffer then is the
+    model input (no conversion pass), else uint8 (converted on the device)."""
+    return in_dtype if device.type == "cpu" else torch.uint8
+
+
 #: (representation index, uint8 [C, H, W] representation, first step of its stream)
 _Step = Tuple[int, np.ndarray, bool]
 #: Who a selected batch row belongs to: (job, view, predicted frame).
@@ -261,6 +269,7 @@ class StreamingEngine:
         self.views, self.chunk_steps, self.tflip_offset = tuple(views), chunk_steps, tflip_offset
         param = next(model.parameters(), None)
         self.in_dtype = param.dtype if param is not None else torch.float32
+        self.host_dtype = _host_dtype(device, self.in_dtype)
         self.amp = cfg.torch_autocast_dtype
         self.feature_stages = getattr(getattr(model, "fpn", None), "in_stages", None)
         self.pad_multiple: Optional[int] = getattr(model, "pad_multiple", None)
@@ -285,8 +294,9 @@ class StreamingEngine:
                      "input %s", [v.name for v in self.views], self.cfg.precision,
                      self.cfg.batch_size * len(self.views), self.chunk_steps,
                      "prefetched in a background thread" if executor is not None else "inline",
-                     f"zero-padded to multiples of {self.pad_multiple} while assembled (uint8)"
-                     if self.pad_multiple else "padded by the model")
+                     f"assembled in {self.host_dtype} on the host"
+                     + (f", zero-padded to multiples of {self.pad_multiple}" if self.pad_multiple
+                        else ", padded by the model"))
             self._announced = True
         queue: deque[_Stream] = deque()
         for job in sorted(jobs, key=lambda j: j.length, reverse=True):  # stable: caller's order on ties
@@ -319,24 +329,26 @@ class StreamingEngine:
                 step += len(steps)
         return plan
 
-    def _input_buffer(self, num_slots: int, reader: SequenceReader) -> np.ndarray:
-        """Zeroed uint8 ``[mirrors, num_slots, C, H_in, W_in]``: the input of one step, rows of mirrored views in
-        the second block, reused across steps. ``H_in, W_in`` is the read frame rounded up to the model's
-        :attr:`pad_multiple` (its bottom/right zero padding, which then stays zero here) or the frame itself."""
+    def _input_buffer(self, num_slots: int, reader: SequenceReader) -> Tensor:
+        """Zeroed host ``[mirrors, num_slots, C, H_in, W_in]`` of :attr:`host_dtype`: the input of one step, rows of
+        mirrored views in the second block, reused across steps. ``H_in, W_in`` is the read frame rounded up to the
+        model's :attr:`pad_multiple` (its bottom/right zero padding, which then stays zero here) or the frame
+        itself."""
         multiple = self.pad_multiple or 1
         in_hw = tuple(-(-n // multiple) * multiple for n in reader.frame_hw)
-        return np.zeros((len(self.mirrors), num_slots, reader.channels, *in_hw), dtype=np.uint8)
+        return torch.zeros((len(self.mirrors), num_slots, reader.channels, *in_hw), dtype=self.host_dtype)
 
-    def _put(self, buf: np.ndarray, slot: int, x: Optional[np.ndarray]) -> None:
-        """Write representation ``x`` (uint8 ``[C, H, W]``; None: zeros) as ``slot``'s rows of ``buf`` (see
-        :meth:`_input_buffer`), mirrored along the width (before the padding) in the mirrored views' block."""
+    def _put(self, buf: Tensor, slot: int, x: Optional[np.ndarray]) -> None:
+        """Write representation ``x`` (C-contiguous uint8 ``[C, H, W]``; None: zeros) as ``slot``'s rows of ``buf``
+        (see :meth:`_input_buffer`), mirrored along the width (before the padding) in the mirrored views' block."""
         height, width = buf.shape[-2:] if x is None else x.shape[-2:]
+        rows = torch.from_numpy(x) if x is not None else None
         for m, mirrored in enumerate(self.mirrors):
             region = buf[m, slot, :, :height, :width]
-            if x is None:
-                region[...] = 0
+            if rows is None:
+                region.zero_()
             else:
-                region[...] = x[..., ::-1] if mirrored else x
+                region.copy_(rows.flip(-1) if mirrored else rows)
 
     def _select(self, features: Dict[int, Tensor], rows: List[int]) -> Dict[int, Tensor]:
         """The FPN's input stages of one step's backbone features ``{k: Tensor[B, C_k, h_k, w_k]}``, batch rows
@@ -382,7 +394,7 @@ class StreamingEngine:
                     self._put(buf, b, x)
                     reset[b] = first
                     cells.append((b, st, j))
-                x = torch.from_numpy(buf.reshape(-1, *buf.shape[2:])).to(device=device, dtype=self.in_dtype)
+                x = buf.reshape(-1, *buf.shape[2:]).to(device=device, dtype=self.in_dtype)
                 if states is not None and bool(reset.any()):
                     mask = np.concatenate([reset] * len(self.mirrors))
                     states = model.reset_states(states, torch.from_numpy(mask).to(device))
