@@ -45,8 +45,13 @@ BATCH_DIM = 0
 #: features by the head before it, and what the engine keeps longer it copies (``index_select``).
 CUDAGRAPHS_OPTION = "triton.cudagraphs"
 #: Inductor options for CPU inference: constant-fold the weights into the graph (needs ``torch.no_grad`` or
-#: ``torch.inference_mode`` when the graph is compiled, as the engine's callers run).
+#: ``torch.inference_mode`` when the graph is compiled, as the engine's callers run), which lets inductor prepack
+#: them for oneDNN / MKL (``mkldnn::_convolution_pointwise`` with the following SiLU fused, ``mkl::_mkl_linear``).
 CPU_INFERENCE_OPTIONS: Mapping[str, Any] = {"freezing": True}
+#: Inductor options dynamo itself reads from the global config while it traces (not from ``torch.compile``'s
+#: ``options``): with ``freezing`` off there, dynamo passes the parameters to the graph as inputs, and inductor's
+#: freezing then has no constant to fold or prepack. They are set for the duration of each compiled call.
+TRACE_TIME_OPTIONS = ("freezing",)
 #: ``torch.compile``'s mode when none is given.
 DEFAULT_MODE = "default"
 #: What the INFO lines call each path.
@@ -120,6 +125,7 @@ class _CompiledCallable:
         self.compile_s = 0.0
         self.failure: Optional[BaseException] = None
         self.config_patches = {**torch._inductor.list_mode_options(mode or DEFAULT_MODE), **(options or {})}
+        self.trace_patches = {key: bool(self.config_patches.get(key, False)) for key in TRACE_TIME_OPTIONS}
         self.marks_step = starts_step and bool(self.config_patches.get(CUDAGRAPHS_OPTION))
         self.compiled = torch.compile(eager, backend=self._backend, dynamic=None)
 
@@ -144,7 +150,8 @@ class _CompiledCallable:
             torch.compiler.cudagraph_mark_step_begin()
         graphs, start = self.graphs, time.perf_counter()
         try:
-            out = self.compiled(model, *prepared)
+            with torch._inductor.config.patch(self.trace_patches):
+                out = self.compiled(model, *prepared)
         except Exception as exc:  # the compiler's failure unless eager fails too (then eager's error is raised)
             out = self.eager(model, *args)
             self._fall_back(exc)

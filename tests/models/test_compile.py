@@ -98,6 +98,19 @@ def test_compiled_run_equals_eager_and_compiles_a_bounded_number_of_graphs(data_
     assert step.compile_s > 0
     run_engine(model, data_dir, compile_model=True, batch_size=BATCH - 1, raw=True)  # other widths: same graphs
     assert step.graphs == graphs
+    ops = ops_run_by(lambda: step.backbone(torch.zeros(BATCH, 20, *HW), None))
+    assert PREPACKED_CONV in ops and EAGER_CONV not in ops, sorted(ops)  # the weights were frozen and prepacked
+
+
+#: The profiler's names of a convolution with oneDNN-prepacked weights (inductor's freezing) and of an eager one.
+PREPACKED_CONV, EAGER_CONV = "mkldnn::_convolution_pointwise", "aten::mkldnn_convolution"
+
+
+def ops_run_by(function) -> set[str]:
+    """The operator names ``torch.profiler`` records while ``function()`` runs under ``torch.inference_mode``."""
+    with torch.inference_mode(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        function()
+    return {event.key for event in prof.key_averages()}
 
 
 def _failing_compile(message: str):
