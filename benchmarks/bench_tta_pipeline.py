@@ -46,12 +46,12 @@ SCORE_LOGIT_SCALE = 3e4
 OBJECTNESS_LOGIT_BIAS = -6.0
 
 
-def benchmark_model(size: str, embed_dim: int | None, frame_hw: tuple[int, int], seed: int = 0):
-    """RVT of ``size`` (``embed_dim`` overrides the width) with random weights, spread score logits and a
-    negative objectness bias (see the constants above); in eval mode."""
+def benchmark_model(size: str, embed_dim: int | None, frame_hw: tuple[int, int], num_classes: int, seed: int = 0):
+    """RVT of ``size`` (``embed_dim`` overrides the width) predicting ``num_classes`` classes, with random weights,
+    spread score logits and a negative objectness bias (see the constants above); in eval mode."""
     torch.manual_seed(seed)
     overrides = {} if embed_dim is None else {"embed_dim": embed_dim, "dim_head": embed_dim}
-    model = build_detector(RVTConfig.for_size(size, 2, frame_hw, **overrides)).eval()
+    model = build_detector(RVTConfig.for_size(size, num_classes, frame_hw, **overrides)).eval()
     head = model.yolox_head
     with torch.no_grad():
         for conv in head.obj_preds:
@@ -129,7 +129,7 @@ def prepare(shape: str, args, device: torch.device, work: Path):
     split = LabelSplit("ssod", 0.0, length, {n: [] for n in names})  # no kept GT: every frame is predicted
     cfg4 = TTAConfig.for_camera(camera, batch_size=args.batch, autocast_dtype=args.autocast)
     cfg1 = TTAConfig.for_camera(camera, batch_size=args.batch, autocast_dtype=args.autocast, hflip=False, tflip=False)
-    model = benchmark_model(args.size, args.embed_dim, frame_hw).to(device)
+    model = benchmark_model(args.size, args.embed_dim, frame_hw, get_camera(camera).num_classes).to(device)
     out_root = Path(tempfile.mkdtemp(dir=work / shape))
     steps = -(-args.sequences // args.batch) * args.reprs  # streamed steps of one slot-filled batch
     counts = end_to_end(model, data_dir, split, out_root, cfg4, device)  # warm-up: numba, allocator, files
