@@ -307,17 +307,26 @@ def run_all(sizes: list[int], synth_sizes: list[int], duration_s: float, base: P
     return results
 
 
+#: Markers cycled with the colours, so that no two stages' curves look alike.
+PLOT_MARKERS = "osD^vP*Xh<>"
+
+
 def plot(results: dict[str, dict[int, dict]], path: Path) -> None:
+    """Time (log-log) and peak memory against the sequences, one curve per stage (distinct colour and marker)."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.5))
     FigureCanvasAgg(fig)
     ax_t, ax_m = fig.subplots(1, 2)
-    for stage, by_size in results.items():
+    colours = matplotlib.colormaps["tab20"].colors
+    for k, (stage, by_size) in enumerate(results.items()):
         sizes = sorted(by_size)
-        ax_t.loglog(sizes, [by_size[n]["seconds"] for n in sizes], marker="o", label=stage)
-        ax_m.semilogx(sizes, [by_size[n]["peak_rss_mb"] for n in sizes], marker="o", label=stage)
+        style = dict(color=colours[2 * k % 20 + (2 * k // 20) % 2], marker=PLOT_MARKERS[k % len(PLOT_MARKERS)],
+                     label=stage)
+        ax_t.loglog(sizes, [by_size[n]["seconds"] for n in sizes], **style)
+        ax_m.semilogx(sizes, [by_size[n]["peak_rss_mb"] for n in sizes], **style)
     ax_t.set(xlabel="sequences", ylabel="seconds", title="time per stage")
     ax_m.set(xlabel="sequences", ylabel="peak RSS (MB)", title="peak memory per stage")
     ax_t.legend(fontsize=7, ncol=2)
