@@ -23,6 +23,7 @@ from leod_core.data.prefetch import iter_prefetched
 from leod_core.data.preprocess import NoLabelsError, PreprocessConfig, plan_unlabeled_sequence
 from leod_core.data.raw_discovery import open_sequence_events
 from leod_core.data.representation import iter_stacked_histograms
+from leod_core.data.sequence import chunk_spans
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ class RecordingRepresentations:
         return 0
 
     def iter_chunks(self, start: int, stop: int, chunk: int, *, reverse: bool = False,
-                    executor: Optional[Executor] = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    executor: Optional[Executor] = None, first_chunk: Optional[int] = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Representations ``[start, stop)`` in chunks of ``chunk`` (the interface of
         :meth:`SequenceReader.iter_chunks`), built from the event stream; with an ``executor`` the next chunk is
         built in its thread while the current one is consumed. ``reverse`` (a time-flipped stream) needs random
@@ -91,9 +93,9 @@ class RecordingRepresentations:
         if reverse:
             raise ValueError(f"{self.root}: a recording streams forward only; preprocess it (leod preprocess) for "
                              "time-flipped views")
-        if not 0 <= start <= stop <= self.num_reprs or chunk < 1:
-            raise IndexError(f"{self.root}: cannot stream [{start}, {stop}) in chunks of {chunk} "
-                             f"({self.num_reprs} representations)")
+        if not 0 <= start <= stop <= self.num_reprs:
+            raise IndexError(f"{self.root}: cannot stream [{start}, {stop}) ({self.num_reprs} representations)")
+        spans = chunk_spans(start, stop, chunk, first_chunk=first_chunk)
         frames = iter_stacked_histograms(self._counted(self.recording.chunks(preprocess.READ_CHUNK_EVENTS)),
                                          self.timestamps_us[start:stop], self.cfg.repr_window_us,
                                          (self.recording.height, self.recording.width), self.cfg.nbins,
@@ -105,7 +107,6 @@ class RecordingRepresentations:
             self.seconds_reading += time.perf_counter() - began
             return np.arange(*span, dtype=np.int64), data
 
-        spans = [(a, min(a + chunk, stop)) for a in range(start, stop, chunk)]
         try:
             yield from iter_prefetched(spans, build, executor)
         finally:

@@ -65,6 +65,25 @@ class _H5Handles:
 _HANDLES = _H5Handles()
 
 
+def chunk_spans(start: int, stop: int, chunk: int, *, reverse: bool = False,
+                first_chunk: int | None = None) -> list[tuple[int, int]]:
+    """The ``[a, b)`` spans that stream ``[start, stop)`` in reading order: forward ``[start, start + first_chunk)``
+    then ``chunk`` at a time; with ``reverse`` cut from the end, ``[stop - first_chunk, stop)`` first. The last span
+    may be shorter. ``first_chunk`` defaults to ``chunk``; a small one lets a stream's first step wait for a short
+    read while the next chunk is read ahead.
+    """
+    first = chunk if first_chunk is None else first_chunk
+    if chunk < 1 or first < 1:
+        raise ValueError(f"chunk sizes must be >= 1, got chunk {chunk}, first_chunk {first}")
+    spans, done = [], 0
+    while done < stop - start:
+        size = min(first if not spans else chunk, stop - start - done)
+        a, b = (stop - done - size, stop - done) if reverse else (start + done, start + done + size)
+        spans.append((a, b))
+        done += size
+    return spans
+
+
 class SequenceReader:
     """Event representations and labels of one sequence directory ``{root}/{split}/{seq}``.
 
@@ -172,25 +191,26 @@ class SequenceReader:
         return max(int(self.objframe_idx_2_repr_idx[0]) - sequence_length + 1, 0)
 
     def iter_chunks(self, start: int, stop: int, chunk: int, *, reverse: bool = False,
-                    executor: Executor | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    executor: Executor | None = None, first_chunk: int | None = None
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream representations ``[start, stop)`` in chunks of ``chunk``, with a file handle of its own (opened at
         the first ``next``, closed when the iterator ends or is closed).
 
         Forward chunks are ``[start, start + chunk), ...``; with ``reverse`` (LEOD's time flip) they are cut from the
         end, ``[stop - chunk, stop), ...``, their steps run backwards and every representation's channels are
-        reversed (``x.flip(0)``: time bins reversed, polarities swapped). With an ``executor`` the next chunk is
-        read in its thread while the current one is consumed (h5py serialises file access; one read is in
-        flight per iterator, so it holds two chunks).
+        reversed (``x.flip(0)``: time bins reversed, polarities swapped). ``first_chunk`` (default ``chunk``)
+        sizes the first chunk only (see :func:`chunk_spans`). With an ``executor`` the next chunk is read in its
+        thread while the current one is consumed (h5py serialises file access; one read is in flight per
+        iterator, so it holds two chunks).
 
         Yields:
             (int64 [n] representation indices in processing order, uint8 [n, C, H, W] representations in that
             order at the file's (read-frame) resolution), ``n <= chunk``.
         """
-        if not 0 <= start <= stop <= self.num_reprs or chunk < 1:
-            raise IndexError(f"{self.ev_repr_file}: cannot stream [{start}, {stop}) in chunks of {chunk} "
-                             f"({self.num_reprs} representations)")
-        bounds = range(stop, start, -chunk) if reverse else range(start, stop, chunk)
-        spans = [(max(b - chunk, start), b) if reverse else (b, min(b + chunk, stop)) for b in bounds]
+        if not 0 <= start <= stop <= self.num_reprs:
+            raise IndexError(f"{self.ev_repr_file}: cannot stream [{start}, {stop}) ({self.num_reprs} "
+                             "representations)")
+        spans = chunk_spans(start, stop, chunk, reverse=reverse, first_chunk=first_chunk)
         with open_event_repr(self.ev_repr_file) as h5:
             def load(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
                 try:

@@ -6,7 +6,8 @@ views). What RVT / LEOD do and this engine reproduces:
 
 * A sequence is streamed from ``start = max(first_labeled_repr - L + 1, 0)`` (``start_from_zero``: 0) to its last
   representation, without augmentation, read through :meth:`SequenceReader.iter_chunks` ``L`` representations
-  at a time (optionally read ahead in a background thread).
+  at a time (optionally read ahead in a background thread; then a stream's first read is a single
+  representation, :data:`FIRST_READ_SIZE`, so that its first step does not wait for ``L``).
 * **Views** are a batch-level option. A time-flipped view (``tflip``) is another stream of the sequence, from its
   last representation back to ``start`` with every representation's channels reversed; its step on
   representation ``j`` predicts frame ``j + tflip_offset``. A mirrored view (``hflip``) is the mirrored copy
@@ -185,6 +186,9 @@ def _host_dtype(device: torch.device, in_dtype: torch.dtype) -> torch.dtype:
     return in_dtype if device.type == "cpu" else torch.uint8
 
 
+#: Representations in a stream's first read when reads are prefetched: its first step waits for that read alone
+#: (one decompressed representation, not ``L``), and the stream's next ``L`` are read ahead while the model runs.
+FIRST_READ_SIZE = 1
 #: (representation index, uint8 [C, H, W] representation, first step of its stream)
 _Step = Tuple[int, np.ndarray, bool]
 #: Who a selected batch row belongs to: (job, view, predicted frame).
@@ -199,8 +203,9 @@ class _Stream:
         self.job = job
         self.reverse = reverse
         self.remaining = job.length
+        first = FIRST_READ_SIZE if executor is not None else None
         self._chunks = job.reader.iter_chunks(job.start, job.reader.num_reprs, read_size, reverse=reverse,
-                                              executor=executor)
+                                              executor=executor, first_chunk=first)
         self._idx = np.zeros(0, dtype=np.int64)
         self._data: Optional[np.ndarray] = None
         self._k = 0

@@ -12,7 +12,7 @@ import torch
 
 from builders import spread_logit_model, write_sequence
 from leod_core.data.formats import EventReprWriter, SequencePaths, read_event_repr
-from leod_core.data.sequence import SequenceReader
+from leod_core.data.sequence import SequenceReader, chunk_spans
 from leod_core.models.inference import InferenceConfig, iter_sequence_predictions
 from leod_core.models.postprocess import postprocess
 from leod_core.models.streaming import ALL_VIEWS, IDENTITY, StreamingEngine, StreamJob
@@ -94,6 +94,27 @@ def test_iter_chunks_cover_the_range_in_processing_order(data_dir, prefetch, rev
     else:
         assert idx.tolist() == list(range(2, 11))
         np.testing.assert_array_equal(data, full[2:11])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_short_first_chunk_then_chunks_of_the_given_size(data_dir, reverse):
+    reader = SequenceReader(data_dir / "train" / "a", load_labels=False)
+    full = reader.read_reprs(0, reader.num_reprs).numpy()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        chunks = list(reader.iter_chunks(2, 11, 4, reverse=reverse, executor=executor, first_chunk=1))
+    assert [len(i) for i, _ in chunks] == [1, 4, 4]
+    data = np.concatenate([d for _, d in chunks])
+    np.testing.assert_array_equal(data, full[10:1:-1, ::-1] if reverse else full[2:11])
+
+
+def test_chunk_spans_cover_the_range_in_reading_order():
+    assert chunk_spans(2, 11, 4) == [(2, 6), (6, 10), (10, 11)]
+    assert chunk_spans(2, 11, 4, reverse=True) == [(7, 11), (3, 7), (2, 3)]
+    assert chunk_spans(2, 11, 4, first_chunk=1) == [(2, 3), (3, 7), (7, 11)]
+    assert chunk_spans(2, 11, 4, reverse=True, first_chunk=2) == [(9, 11), (5, 9), (2, 5)]
+    assert chunk_spans(5, 5, 4) == [] and chunk_spans(0, 3, 8, first_chunk=8) == [(0, 3)]
+    with pytest.raises(ValueError, match="chunk sizes"):
+        chunk_spans(0, 3, 2, first_chunk=0)
 
 
 def test_iter_chunks_closed_early_waits_for_the_read_in_flight(data_dir):
