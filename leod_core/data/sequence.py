@@ -205,7 +205,7 @@ class SequenceReader:
 
         Yields:
             (int64 [n] representation indices in processing order, uint8 [n, C, H, W] representations in that
-            order at the file's (read-frame) resolution), ``n <= chunk``.
+            order at the file's (read-frame) resolution), ``n <= max(chunk, first_chunk)``.
         """
         if not 0 <= start <= stop <= self.num_reprs:
             raise IndexError(f"{self.ev_repr_file}: cannot stream [{start}, {stop}) ({self.num_reprs} "

@@ -14,10 +14,9 @@ views). What RVT / LEOD do and this engine reproduces:
   (``x.flip(-1)``, before the model's bottom/right zero padding) of every row, forming another block of the
   batch. Rows, mirrored copies and that zero padding (when the model has a ``pad_multiple``) are written into
   one reused host buffer: on the CPU in the model's dtype (the copy converts, the model reads the buffer itself),
-  for an accelerator in uint8 (a quarter of the bytes to transfer, converted on the device once per step).
-  So with all four views, ``B`` sequences
-  are a ``4B``-row batch: rows ``[0, 2B)`` are the forward and time-flipped streams (adjacent slots), rows
-  ``[2B, 4B)`` their mirrored copies.
+  for an accelerator in uint8 (a quarter of the bytes to transfer, converted on the device once per step). So
+  with all four views, ``B`` sequences are a ``4B``-row batch: rows ``[0, 2B)`` are the forward and time-flipped
+  streams (adjacent slots), rows ``[2B, 4B)`` their mirrored copies.
 * Streams are queued long -> short (stable) and run in ``batch_size x directions`` slots. Work is planned in
   chunks of ``chunk_steps`` steps: each slot in turn fills the chunk, taking the next queued stream as soon as
   its own ends (its recurrent state is zeroed at that step, RVT's ``is_first_sample`` reset). A slot without a
